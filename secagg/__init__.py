@@ -1,0 +1,83 @@
+"""secagg: the cryptographic core of the privacy-hardened secure-aggregation framework.
+
+numpy and cryptography only; no protocol state and no I/O (DESIGN.md sections 2-3).
+Modules: ring (Z_{2^b}), prg (mask expansion), keyagreement (X25519 + HKDF), shamir,
+aead (share transport), identity (Ed25519), masking, graph (SecAgg+ Harary graph), params
+(Bell et al. parameter finder), encoding (canonical bytes), errors, hazmat (explicit
+randomness, tests only).
+"""
+
+from .aead import AeadContext, decrypt, encrypt
+from .errors import (
+    DecryptionError,
+    DuplicateShareError,
+    EncodingError,
+    ForeignShareError,
+    InsufficientSharesError,
+    KeyAgreementError,
+    ParameterError,
+    RingError,
+    SecAggError,
+    SecAggTypeError,
+    SecAggValueError,
+    SeedError,
+    ShamirError,
+    ShapeError,
+    SignatureError,
+    ThresholdError,
+)
+from .graph import NeighbourGraph, complete_graph, harary_graph, public_shuffle
+from .identity import SigningKey, VerifyKey
+from .keyagreement import KdfContext, KeyPair, agree
+from .masking import PairwiseMask, mask_input, pairwise_sign, remove_masks
+from .params import GraphParameters, analyse_parameters, find_parameters
+from .prg import MaskStream, expand, iter_chunks
+from .ring import Ring
+from .shamir import Share, combine, split
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AeadContext",
+    "DecryptionError",
+    "DuplicateShareError",
+    "EncodingError",
+    "ForeignShareError",
+    "GraphParameters",
+    "InsufficientSharesError",
+    "KdfContext",
+    "KeyAgreementError",
+    "KeyPair",
+    "MaskStream",
+    "NeighbourGraph",
+    "PairwiseMask",
+    "ParameterError",
+    "Ring",
+    "RingError",
+    "SecAggError",
+    "SecAggTypeError",
+    "SecAggValueError",
+    "SeedError",
+    "ShamirError",
+    "ShapeError",
+    "Share",
+    "SignatureError",
+    "SigningKey",
+    "ThresholdError",
+    "VerifyKey",
+    "agree",
+    "analyse_parameters",
+    "combine",
+    "complete_graph",
+    "decrypt",
+    "encrypt",
+    "expand",
+    "find_parameters",
+    "harary_graph",
+    "iter_chunks",
+    "mask_input",
+    "pairwise_sign",
+    "public_shuffle",
+    "remove_masks",
+    "split",
+]

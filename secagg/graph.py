@@ -1,0 +1,121 @@
+"""The SecAgg+ neighbour graph: a Harary graph H(k, n) over a publicly shuffled ordering.
+
+Bell et al. (CCS 2020), section 3 ("k-regular communication graph"), and the Harary-graph
+instantiation used in production SecAgg+ deployments: place the n clients on a ring in a
+uniformly random order, and connect each to the k/2 clients on either side (k even). The
+order is a Fisher-Yates shuffle driven by AES-CTR output from a public 32-byte seed, with
+rejection sampling so every permutation is exactly equally likely. The security analysis
+(:mod:`secagg.params`) assumes the seed is unpredictable when clients are corrupted, so the
+seed should be fixed only after the cohort is (for example derived from the session id).
+
+When k >= n - 1 the graph is complete: every client neighbours every other (original SecAgg).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .encoding import require_uint
+from .errors import ParameterError, SecAggTypeError
+from .prg import MaskStream
+from .ring import Ring
+
+ORDERING_PURPOSE = "graph-ordering"
+
+
+def public_shuffle(items: Sequence[int], seed: bytes) -> tuple[int, ...]:
+    """A uniformly random permutation of ``items`` determined by the public ``seed``."""
+    out = list(items)
+    stream = MaskStream(seed, ORDERING_PURPOSE, Ring(64))
+    buf = np.empty(256, dtype=np.uint64)
+    pos = len(buf)
+
+    def next_u64() -> int:
+        nonlocal pos
+        if pos == len(buf):
+            stream.fill(buf)
+            pos = 0
+        pos += 1
+        return int(buf[pos - 1])
+
+    for i in range(len(out) - 1, 0, -1):
+        bound = i + 1
+        limit = (1 << 64) - (1 << 64) % bound  # reject the biased top so j is exactly uniform
+        while True:
+            r = next_u64()
+            if r < limit:
+                break
+        j = r % bound
+        out[i], out[j] = out[j], out[i]
+    return tuple(out)
+
+
+def _check_clients(clients: Iterable[int]) -> tuple[int, ...]:
+    ids = tuple(clients)
+    for c in ids:
+        require_uint(c, "client id")
+    if len(set(ids)) != len(ids):
+        raise ParameterError("client ids must be distinct")
+    if len(ids) < 2:
+        raise ParameterError(f"a graph needs at least 2 clients, got {len(ids)}")
+    return ids
+
+
+@dataclass(frozen=True)
+class NeighbourGraph:
+    """An undirected neighbour graph over client ids (ring order ``ordering``, degree k)."""
+
+    ordering: tuple[int, ...]
+    k: int
+    _adjacency: dict[int, frozenset[int]] = field(repr=False, compare=False)
+
+    @property
+    def clients(self) -> frozenset[int]:
+        return frozenset(self.ordering)
+
+    @property
+    def n(self) -> int:
+        return len(self.ordering)
+
+    @property
+    def complete(self) -> bool:
+        return self.k == self.n - 1
+
+    def neighbours(self, u: int) -> frozenset[int]:
+        """N(u), not including u. Unknown ids raise :class:`ParameterError`."""
+        try:
+            return self._adjacency[u]
+        except KeyError:
+            raise ParameterError(f"client {u} is not in the graph") from None
+
+    def are_neighbours(self, u: int, v: int) -> bool:
+        return v in self.neighbours(u)
+
+
+def complete_graph(clients: Iterable[int]) -> NeighbourGraph:
+    """The complete graph: the original SecAgg of Bonawitz et al. (CCS 2017)."""
+    ids = _check_clients(clients)
+    everyone = frozenset(ids)
+    adj = {u: everyone - {u} for u in ids}
+    return NeighbourGraph(tuple(sorted(ids)), len(ids) - 1, adj)
+
+
+def harary_graph(clients: Iterable[int], k: int, *, seed: bytes) -> NeighbourGraph:
+    """H(k, n) over the clients shuffled by ``seed``; complete when k >= n - 1."""
+    ids = _check_clients(clients)
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise SecAggTypeError("k must be an int")
+    n = len(ids)
+    if k >= n - 1:
+        return complete_graph(ids)
+    if k < 2 or k % 2:
+        raise ParameterError(f"Harary degree k must be even and at least 2, got {k}")
+    order = public_shuffle(sorted(ids), seed)
+    half = k // 2
+    adj = {}
+    for i, u in enumerate(order):
+        adj[u] = frozenset(order[(i + j) % n] for j in range(-half, half + 1) if j)
+    return NeighbourGraph(order, k, adj)

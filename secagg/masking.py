@@ -1,0 +1,135 @@
+"""Masking a client's input and removing masks on the server, streamed in chunks.
+
+Bonawitz et al. (CCS 2017), section 4, MaskedInput: client u sends
+
+    y_u = x_u + PRG(b_u) + sum_{v in N(u)} sign(u, v) * PRG(s_uv)   (mod 2^b)
+
+with sign(u, v) = +1 if u < v and -1 if u > v, so pairwise masks cancel in the sum over any
+set closed under the neighbour relation. Unmasking: the server subtracts PRG(b_v) for each
+survivor v and, for each dropped client u, the pairwise masks its surviving neighbours added
+toward u (reconstructed from s_u^SK). Bell et al. (CCS 2020) restrict N(u) to a sparse graph.
+
+Both directions run chunk-major: for each chunk of the output, every mask stream contributes
+its next keystream block into one shared scratch buffer, so the working set is one chunk plus
+the output vector. No O(k * d) buffer is ever allocated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SecAggTypeError, SecAggValueError, ShapeError
+from .prg import DEFAULT_ALGORITHM, DEFAULT_CHUNK, MaskStream
+from .ring import Ring
+
+SELF_MASK_PURPOSE = "self-mask"
+PAIRWISE_MASK_PURPOSE = "pairwise-mask"
+
+
+def pairwise_sign(u: int, v: int) -> int:
+    """+1 if u < v, -1 if u > v (Bonawitz et al. 2017, section 3.2). u == v is an error."""
+    if u == v:
+        raise SecAggValueError(f"no pairwise mask between client {u} and itself")
+    return 1 if u < v else -1
+
+
+@dataclass(frozen=True)
+class PairwiseMask:
+    """One pairwise mask term: the 32-byte seed s_uv and the sign with which u adds it."""
+
+    seed: bytes
+    sign: int
+
+    def __post_init__(self) -> None:
+        if self.sign not in (1, -1) or isinstance(self.sign, bool):
+            raise SecAggValueError(f"pairwise mask sign must be +1 or -1, got {self.sign!r}")
+
+
+def _streams(
+    ring: Ring,
+    self_seeds: Iterable[bytes],
+    pairwise: Iterable[PairwiseMask],
+    algorithm: str,
+) -> list[tuple[MaskStream, int]]:
+    out = [(MaskStream(s, SELF_MASK_PURPOSE, ring, algorithm=algorithm), 1) for s in self_seeds]
+    for p in pairwise:
+        if not isinstance(p, PairwiseMask):
+            raise SecAggTypeError(f"expected PairwiseMask, got {type(p).__name__}")
+        out.append((MaskStream(p.seed, PAIRWISE_MASK_PURPOSE, ring, algorithm=algorithm), p.sign))
+    return out
+
+
+def _apply(
+    out: np.ndarray,
+    src: np.ndarray,
+    ring: Ring,
+    streams: Sequence[tuple[MaskStream, int]],
+    *,
+    negate: bool,
+    chunk: int,
+) -> np.ndarray:
+    if chunk <= 0:
+        raise SecAggValueError("chunk must be positive")
+    d = out.shape[0]
+    scratch = np.empty(min(chunk, max(d, 1)), dtype=ring.dtype)
+    for start in range(0, d, chunk):
+        stop = min(start + chunk, d)
+        o = out[start:stop]
+        if src is not out:
+            np.copyto(o, src[start:stop])
+        ks = scratch[: stop - start]
+        for stream, sign in streams:
+            stream.fill(ks)
+            if (sign > 0) != negate:
+                np.add(o, ks, out=o)
+            else:
+                np.subtract(o, ks, out=o)
+        if not ring.full_width:
+            np.bitwise_and(o, ring.mask, out=o)
+    return out
+
+
+def mask_input(
+    x: np.ndarray,
+    *,
+    ring: Ring,
+    self_seed: bytes,
+    pairwise: Sequence[PairwiseMask],
+    chunk: int = DEFAULT_CHUNK,
+    algorithm: str = DEFAULT_ALGORITHM,
+) -> np.ndarray:
+    """Client u's masked vector y_u (a new array; ``x`` is not modified)."""
+    if not isinstance(ring, Ring):
+        raise SecAggTypeError("ring must be a secagg.ring.Ring")
+    x = ring.validate(x, name="input")
+    streams = _streams(ring, [self_seed], pairwise, algorithm)
+    return _apply(np.empty_like(x), x, ring, streams, negate=False, chunk=chunk)
+
+
+def remove_masks(
+    acc: np.ndarray,
+    *,
+    ring: Ring,
+    self_seeds: Iterable[bytes] = (),
+    pairwise: Iterable[PairwiseMask] = (),
+    chunk: int = DEFAULT_CHUNK,
+    algorithm: str = DEFAULT_ALGORITHM,
+) -> np.ndarray:
+    """Subtract masks from the running sum ``acc`` in place and return it.
+
+    ``self_seeds``: the reconstructed b_v of surviving clients. ``pairwise``: for each dropped
+    client u and surviving neighbour v, ``PairwiseMask(s_uv, pairwise_sign(v, u))``, the term
+    exactly as v added it. ``acc`` must be a writable, contiguous ring vector.
+    """
+    if not isinstance(ring, Ring):
+        raise SecAggTypeError("ring must be a secagg.ring.Ring")
+    if not isinstance(acc, np.ndarray) or acc.dtype != ring.dtype:
+        raise SecAggTypeError(f"accumulator must be a numpy array of dtype {ring.dtype}")
+    if acc.ndim != 1 or not acc.flags.c_contiguous or not acc.flags.writeable:
+        raise ShapeError("accumulator must be a writable, contiguous 1-D array")
+    ring.validate(acc, name="accumulator")
+    streams = _streams(ring, self_seeds, pairwise, algorithm)
+    return _apply(acc, acc, ring, streams, negate=True, chunk=chunk)

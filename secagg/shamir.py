@@ -1,0 +1,184 @@
+"""Shamir t-of-n secret sharing over the prime field GF(2^521 - 1).
+
+Shamir, "How to share a secret" (CACM 1979); used for b_u and s_u^SK in Bonawitz et al.
+(CCS 2017), section 4 (ShareKeys / Unmasking). DESIGN.md section 3 asks for p > 2^256; we use
+the Mersenne prime p = 2^521 - 1 (prime: Robinson 1952, checked by the Lucas-Lehmer test in
+``tests/secagg/test_shamir.py``), so one field element holds a whole secret of up to 64 bytes.
+
+A secret s of L bytes (1 <= L <= 64) is embedded as the integer ``0x01 || s`` (at most 2^520,
+below p), so its length survives reconstruction. A dealing draws a fresh 16-byte dealing id;
+each :class:`Share` carries the dealing id, the threshold and its x-coordinate, so that
+shares of different dealings cannot be mixed silently. When more than t shares are combined,
+every extra share is checked against the interpolated polynomial.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .encoding import VERSION, require_bytes, require_uint
+from .errors import (
+    DuplicateShareError,
+    EncodingError,
+    ForeignShareError,
+    InsufficientSharesError,
+    SecAggTypeError,
+    ThresholdError,
+)
+
+PRIME = (1 << 521) - 1
+MAX_SECRET_BYTES = 64
+DEALING_ID_BYTES = 16
+_Y_BYTES = 66  # ceil(521 / 8)
+_HEADER = struct.Struct(">B16sII")  # version, dealing id, threshold, x
+SHARE_BYTES = _HEADER.size + _Y_BYTES
+MAX_X = (1 << 32) - 1
+
+
+@dataclass(frozen=True)
+class Share:
+    """One share: the point (x, y) of the dealing ``dealing_id`` with threshold ``threshold``."""
+
+    dealing_id: bytes
+    threshold: int
+    x: int
+    y: int
+
+    def __post_init__(self) -> None:
+        require_bytes(self.dealing_id, "dealing_id", min_len=16, max_len=16)
+        require_uint(self.threshold, "threshold", bits=32, minimum=1)
+        require_uint(self.x, "x-coordinate", bits=32, minimum=1)
+        if isinstance(self.y, bool) or not isinstance(self.y, int):
+            raise SecAggTypeError("y must be an int")
+        if not 0 <= self.y < PRIME:
+            raise EncodingError("share value outside the field")
+
+    def to_bytes(self) -> bytes:
+        """Fixed-length encoding: version | dealing id | threshold | x | y (66 bytes, big-endian)."""
+        return _HEADER.pack(VERSION, self.dealing_id, self.threshold, self.x) + self.y.to_bytes(
+            _Y_BYTES, "big"
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Share:
+        """Strict decoding: exact length, known version, valid fields, else :class:`EncodingError`."""
+        data = require_bytes(data, "share", min_len=SHARE_BYTES, max_len=SHARE_BYTES)
+        version, dealing_id, threshold, x = _HEADER.unpack_from(data)
+        if version != VERSION:
+            raise EncodingError(f"unknown share version {version}")
+        y = int.from_bytes(data[_HEADER.size :], "big")
+        try:
+            return cls(dealing_id, threshold, x, y)
+        except (EncodingError, SecAggTypeError) as exc:
+            raise EncodingError(f"malformed share: {exc}") from exc
+
+
+def _secret_to_int(secret: bytes) -> int:
+    secret = require_bytes(secret, "secret", min_len=1, max_len=MAX_SECRET_BYTES)
+    return int.from_bytes(b"\x01" + secret, "big")
+
+
+def _int_to_secret(value: int) -> bytes:
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    if not raw or raw[0] != 1 or len(raw) < 2:
+        raise ForeignShareError("reconstructed value is not a valid secret encoding")
+    return raw[1:]
+
+
+def _check_xs(xs: Sequence[int]) -> list[int]:
+    out = [require_uint(x, "x-coordinate", bits=32, minimum=1) for x in xs]
+    if len(set(out)) != len(out):
+        raise DuplicateShareError("x-coordinates must be distinct")
+    return out
+
+
+def _split_with_coefficients(
+    secret: bytes, coefficients: Sequence[int], xs: Sequence[int], dealing_id: bytes
+) -> list[Share]:
+    """Deterministic dealing with explicit coefficients a_1..a_{t-1}. Hazmat: see secagg.hazmat."""
+    a0 = _secret_to_int(secret)
+    xs = _check_xs(xs)
+    t = len(coefficients) + 1
+    if not 1 <= t <= len(xs):
+        raise ThresholdError(f"threshold {t} outside [1, {len(xs)}]")
+    coeffs = [a0] + [int(c) % PRIME for c in coefficients]
+    shares = []
+    for x in xs:
+        y = 0
+        for c in reversed(coeffs):  # Horner
+            y = (y * x + c) % PRIME
+        shares.append(Share(dealing_id, t, x, y))
+    return shares
+
+
+def split(
+    secret: bytes, *, threshold: int, n: int | None = None, xs: Sequence[int] | None = None
+) -> list[Share]:
+    """Share ``secret`` (1..64 bytes) so that any ``threshold`` shares reconstruct it.
+
+    Give either ``n`` (x-coordinates 1..n) or ``xs`` (distinct x-coordinates in [1, 2^32),
+    for example neighbour ids plus one). A threshold outside [1, n] raises
+    :class:`ThresholdError`.
+    """
+    if (n is None) == (xs is None):
+        raise SecAggTypeError("give exactly one of n or xs")
+    if n is not None:
+        require_uint(n, "n", bits=32, minimum=1)
+        xs = range(1, n + 1)
+    assert xs is not None
+    xs = _check_xs(xs)
+    if isinstance(threshold, bool) or not isinstance(threshold, int):
+        raise SecAggTypeError("threshold must be an int")
+    if not 1 <= threshold <= len(xs):
+        raise ThresholdError(f"threshold {threshold} outside [1, {len(xs)}]")
+    coefficients = [secrets.randbelow(PRIME) for _ in range(threshold - 1)]
+    return _split_with_coefficients(secret, coefficients, xs, secrets.token_bytes(DEALING_ID_BYTES))
+
+
+def _lagrange_at(points: Sequence[tuple[int, int]], at: int) -> int:
+    """Value at ``at`` of the polynomial through ``points`` (Lagrange interpolation mod p)."""
+    xs = [x for x, _ in points]
+    total = 0
+    for i, (xi, yi) in enumerate(points):
+        num, den = 1, 1
+        for j, xj in enumerate(xs):
+            if j != i:
+                num = num * (at - xj) % PRIME
+                den = den * (xi - xj) % PRIME
+        total = (total + yi * num * pow(den, -1, PRIME)) % PRIME
+    return total
+
+
+def combine(shares: Sequence[Share]) -> bytes:
+    """Reconstruct the secret from at least t shares of one dealing, in any order.
+
+    Raises :class:`InsufficientSharesError` (fewer than t), :class:`DuplicateShareError`
+    (an x-coordinate twice) or :class:`ForeignShareError` (shares of different dealings or
+    thresholds, or an extra share that is not on the polynomial).
+    """
+    shares = list(shares)
+    if not shares:
+        raise InsufficientSharesError("no shares given")
+    for s in shares:
+        if not isinstance(s, Share):
+            raise SecAggTypeError(f"expected Share, got {type(s).__name__}")
+    first = shares[0]
+    for s in shares[1:]:
+        if s.dealing_id != first.dealing_id or s.threshold != first.threshold:
+            raise ForeignShareError("shares come from different dealings")
+    seen: set[int] = set()
+    for s in shares:
+        if s.x in seen:
+            raise DuplicateShareError(f"two shares with x-coordinate {s.x}")
+        seen.add(s.x)
+    t = first.threshold
+    if len(shares) < t:
+        raise InsufficientSharesError(f"{len(shares)} shares given, threshold is {t}")
+    basis = [(s.x, s.y) for s in shares[:t]]
+    for extra in shares[t:]:
+        if _lagrange_at(basis, extra.x) != extra.y:
+            raise ForeignShareError(f"share at x={extra.x} is not on the dealt polynomial")
+    return _int_to_secret(_lagrange_at(basis, 0))
