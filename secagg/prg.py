@@ -21,13 +21,14 @@ Output is produced in chunks into caller-owned buffers, so memory stays bounded.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import sys
 from collections.abc import Iterator
 
 import numpy as np
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .encoding import canonical
 from .errors import SecAggTypeError, SecAggValueError, SeedError, ShapeError
@@ -42,6 +43,7 @@ DEFAULT_CHUNK = 1 << 16
 MAX_ELEMENTS = 1 << 32
 _PRG_SALT = b"secagg/prg/v1"
 _BIG_ENDIAN = sys.byteorder == "big"
+_CTR_ZERO = modes.CTR(bytes(16))  # immutable; shared to save per-stream set-up time
 
 
 _zeros = b""
@@ -61,13 +63,16 @@ def derive_prg_key(seed: bytes, purpose: str, algorithm: str = DEFAULT_ALGORITHM
     _check_purpose(purpose)
     if algorithm not in ALGORITHMS:
         raise SecAggValueError(f"unknown PRG algorithm {algorithm!r}; choose one of {ALGORITHMS}")
-    okm = HKDF(
-        algorithm=hashes.SHA256(),
-        length=32,
-        salt=_PRG_SALT,
-        info=canonical("secagg-prg", algorithm, purpose),
-    ).derive(seed)
+    # HKDF-SHA256 with L = 32 (RFC 5869): one Extract and one Expand block, written as two
+    # one-shot HMACs because this runs once per mask stream (k + 1 times per client).
+    prk = hmac.digest(_PRG_SALT, seed, hashlib.sha256)
+    okm = hmac.digest(prk, _prg_info(algorithm, purpose) + b"\x01", hashlib.sha256)
     return okm[:16] if algorithm == "aes128-ctr" else okm
+
+
+@functools.lru_cache(maxsize=256)
+def _prg_info(algorithm: str, purpose: str) -> bytes:
+    return canonical("secagg-prg", algorithm, purpose)
 
 
 def _check_seed(seed: object) -> bytes:
@@ -95,7 +100,7 @@ class MaskStream:
             raise SecAggTypeError("ring must be a secagg.ring.Ring")
         key = derive_prg_key(seed, purpose, algorithm)
         if algorithm == "aes128-ctr":
-            cipher = Cipher(algorithms.AES(key), modes.CTR(bytes(16)))
+            cipher = Cipher(algorithms.AES(key), _CTR_ZERO)
         else:
             cipher = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None)
         self.ring = ring

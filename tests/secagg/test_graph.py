@@ -1,0 +1,62 @@
+"""SecAgg+ Harary graph: structure, determinism, uniform shuffle."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from secagg import ParameterError, complete_graph, harary_graph, public_shuffle
+
+
+@given(n=st.integers(3, 60), data=st.data())
+def test_harary_structure(n, data):
+    k = data.draw(st.integers(1, n // 2)) * 2
+    ids = data.draw(st.lists(st.integers(0, 2**32), min_size=n, max_size=n, unique=True))
+    g = harary_graph(ids, k, seed=bytes(32))
+    kk = min(k, n - 1)
+    assert g.clients == frozenset(ids) and g.k == kk
+    for u in ids:
+        nb = g.neighbours(u)
+        assert u not in nb and len(nb) == kk
+        for v in nb:
+            assert u in g.neighbours(v)  # undirected
+    # ring structure: consecutive positions in the ordering are neighbours
+    order = g.ordering
+    for i in range(n):
+        assert order[(i + 1) % n] in g.neighbours(order[i])
+
+
+def test_deterministic_by_seed_and_independent_of_input_order():
+    ids = list(range(50))
+    a = harary_graph(ids, 6, seed=bytes(32))
+    b = harary_graph(list(reversed(ids)), 6, seed=bytes(32))
+    c = harary_graph(ids, 6, seed=bytes([1]) * 32)
+    assert a.ordering == b.ordering
+    assert a.ordering != c.ordering
+
+
+def test_shuffle_is_uniform_on_small_sets():
+    counts = collections.Counter(public_shuffle([0, 1, 2], bytes([i % 256, i // 256]) + bytes(30))
+                                 for i in range(3000))
+    assert len(counts) == 6
+    assert all(400 < c < 600 for c in counts.values())  # 500 expected, ~5 sigma band
+
+
+def test_complete_graph():
+    g = complete_graph([5, 9, 11, 2])
+    assert g.complete and g.k == 3 and g.neighbours(5) == {9, 11, 2}
+    assert harary_graph([1, 2, 3, 4], 4, seed=bytes(32)).complete
+
+
+def test_refusals():
+    with pytest.raises(ParameterError, match="even"):
+        harary_graph(range(10), 3, seed=bytes(32))
+    with pytest.raises(ParameterError, match="distinct"):
+        harary_graph([1, 1, 2, 3], 2, seed=bytes(32))
+    with pytest.raises(ParameterError, match="at least 2"):
+        complete_graph([1])
+    with pytest.raises(ParameterError, match="not in the graph"):
+        complete_graph([1, 2]).neighbours(3)

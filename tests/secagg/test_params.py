@@ -1,0 +1,114 @@
+"""Parameter finder: its (k, t) meet the inequalities, checked by an independent float path."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secagg import ParameterError, analyse_parameters, find_parameters
+
+
+def log_hyper_tail_ge(N, K, k, a):
+    """log P[X >= a], X ~ Hypergeometric(N, K, k), by lgamma (independent of the exact path)."""
+    def lcomb(n, r):
+        return math.lgamma(n + 1) - math.lgamma(r + 1) - math.lgamma(n - r + 1)
+    terms = [lcomb(K, j) + lcomb(N - K, k - j) - lcomb(N, k)
+             for j in range(max(a, 0, k - (N - K)), min(k, K) + 1)]
+    if not terms:
+        return -math.inf
+    m = max(terms)
+    return m + math.log(sum(math.exp(t - m) for t in terms))
+
+
+def check_independently(n, k, t, dropout, corrupt, mode):
+    A = math.ceil(round(corrupt * n, 9))
+    D = math.ceil(round(dropout * n, 9))
+    ln2 = math.log(2)
+    a = t if mode == "semi-honest" else 2 * t - k
+    exposure = math.log(n) + log_hyper_tail_ge(n - 1, A, k, a)
+    assert exposure <= -41 * ln2 + 1e-9
+    S = n - D - 1
+    # P[Y < t] = 1 - P[Y >= t]; compute the lower tail directly: P[Y <= t-1] = P[k-Y >= k-t+1]
+    failure = math.log(n) + log_hyper_tail_ge(n - 1, n - 1 - S, k, k - t + 1)
+    assert failure <= -20 * ln2 + 1e-9
+    if k < n - 1 and A + D >= k:
+        def lcomb(x, r):
+            return math.lgamma(x + 1) - math.lgamma(r + 1) - math.lgamma(x - r + 1)
+        disc = math.log(n * (n - k - 1) / 2) + lcomb(A + D, k) - lcomb(n, k)
+        assert disc <= -41 * ln2 + 1e-9
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(3, 3000), dropout=st.sampled_from([0.0, 0.05, 0.1, 0.2, 0.3]),
+       corrupt=st.sampled_from([0.0, 0.01, 0.05, 0.1]),
+       mode=st.sampled_from(["semi-honest", "malicious"]))
+def test_found_parameters_meet_their_inequalities(n, dropout, corrupt, mode):
+    try:
+        p = find_parameters(n, dropout_rate=dropout, corrupt_rate=corrupt, mode=mode)
+    except ParameterError:
+        return  # infeasible for this cohort: tested separately
+    assert p.k % 2 == 0 or p.complete
+    assert 2 <= p.t <= p.k <= n - 1
+    assert p.analysis.secure() and p.analysis.correct()
+    check_independently(n, p.k, p.t, dropout, corrupt, mode)
+    if not p.complete and p.k > 2:
+        # minimality: no smaller even degree has a valid threshold
+        smaller = analyse_parameters(n, p.k - 2, min(p.t, p.k - 2), dropout_rate=dropout,
+                                     corrupt_rate=corrupt, mode=mode)
+        lo_ok = any(
+            analyse_parameters(n, p.k - 2, t, dropout_rate=dropout, corrupt_rate=corrupt,
+                               mode=mode).secure()
+            and analyse_parameters(n, p.k - 2, t, dropout_rate=dropout, corrupt_rate=corrupt,
+                                   mode=mode).correct()
+            for t in range(2, p.k - 1))
+        assert not lo_ok, smaller
+
+
+def test_reference_points():
+    p = find_parameters(1000, dropout_rate=0.1, corrupt_rate=0.05)
+    assert (p.k, p.t) == (36, 19) and not p.complete
+    assert p.analysis.log2_exposure <= -41 and p.analysis.log2_failure <= -20
+    m = find_parameters(1000, dropout_rate=0.1, corrupt_rate=0.05, mode="malicious")
+    assert m.k > p.k and 2 * m.t > m.k  # malicious needs 2t > k + corrupted neighbours
+
+
+def test_small_cohorts_use_complete_graph_and_complete_on_request():
+    p = find_parameters(5, dropout_rate=0.2, corrupt_rate=0.0)
+    assert p.complete and p.k == 4
+    q = find_parameters(200, dropout_rate=0.1, corrupt_rate=0.05, complete=True)
+    assert q.complete and q.k == 199
+    # worst case for the complete graph: t > A and t <= n - D - 1
+    assert q.t > 10 and q.t <= 200 - 20 - 1
+    qm = find_parameters(200, dropout_rate=0.1, corrupt_rate=0.05, mode="malicious",
+                         complete=True)
+    assert 2 * qm.t > 199 + 10
+
+
+def test_analysis_flags_insecure_choices():
+    bad = analyse_parameters(1000, 36, 3, dropout_rate=0.1, corrupt_rate=0.05)
+    assert not bad.secure()
+    fragile = analyse_parameters(1000, 36, 34, dropout_rate=0.1, corrupt_rate=0.05)
+    assert fragile.secure() and not fragile.correct()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(n=2, dropout_rate=0.1, corrupt_rate=0.0), "cohort size"),
+    (dict(n=100, dropout_rate=1.0, corrupt_rate=0.0), r"\[0, 1\)"),
+    (dict(n=100, dropout_rate=0.1, corrupt_rate=-0.1), r"\[0, 1\)"),
+    (dict(n=100, dropout_rate=0.6, corrupt_rate=0.4), "no honest survivor"),
+    (dict(n=100, dropout_rate=0.1, corrupt_rate=0.0, mode="byzantine"), "unknown mode"),
+    (dict(n=10, dropout_rate=0.5, corrupt_rate=0.4), "no \\(k, t\\)"),
+])
+def test_refusals(kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        find_parameters(**kwargs)
+
+
+def test_analyse_refusals():
+    with pytest.raises(ParameterError, match="even"):
+        analyse_parameters(100, 5, 3, dropout_rate=0.1, corrupt_rate=0.0)
+    with pytest.raises(ParameterError, match="threshold"):
+        analyse_parameters(100, 6, 7, dropout_rate=0.1, corrupt_rate=0.0)
