@@ -108,12 +108,11 @@ class Ring:
     def centred(self, a: np.ndarray) -> np.ndarray:
         """Centred lift: the representative in [-2^(b-1), 2^(b-1)) as int64."""
         a = self.validate(a, name="ring vector")
-        half = 1 << (self.bits - 1)
-        if self.bits == 64:
-            return a.view(np.int64).copy()
-        signed = a.astype(np.int64)
-        signed[signed >= half] -= self.modulus
-        return signed
+        # Sign extension by shifting: move bit b-1 to bit 63, reinterpret as int64, shift back
+        # arithmetically. Exact for every b in [8, 64]; no intermediate exceeds 64 bits.
+        s = 64 - self.bits
+        widened = a.astype(np.uint64)
+        return (widened << np.uint64(s)).view(np.int64) >> np.int64(s)
 
     def from_signed(self, a: np.ndarray) -> np.ndarray:
         """Wrap an int64 array into the ring (the inverse of :meth:`centred`)."""

@@ -40,6 +40,16 @@ def test_centred_lift_and_back(rv):
     assert np.array_equal(ring.from_signed(c), A)
 
 
+@pytest.mark.parametrize("bits", [8, 31, 32, 33, 63, 64])
+def test_centred_lift_edges(bits):
+    ring = Ring(bits)
+    half, m = 1 << (bits - 1), 1 << bits
+    vals = [0, 1, half - 1, half, half + 1, m - 1]
+    got = ring.centred(np.array(vals, dtype=ring.dtype)).tolist()
+    assert got == [0, 1, half - 1, -half, -half + 1, -1]
+    assert ring.from_signed(np.array(got, dtype=np.int64)).tolist() == vals
+
+
 @pytest.mark.parametrize("bits,dtype", [(8, np.uint32), (32, np.uint32), (33, np.uint64),
                                         (64, np.uint64)])
 def test_storage_dtype(bits, dtype):
