@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import SecAggTypeError, SecAggValueError, ShapeError
-from .prg import DEFAULT_ALGORITHM, DEFAULT_CHUNK, MaskStream
+from .prg import _BIG_ENDIAN, DEFAULT_ALGORITHM, DEFAULT_CHUNK, MAX_ELEMENTS, MaskStream, zero_bytes
 from .ring import Ring
 
 SELF_MASK_PURPOSE = "self-mask"
@@ -74,6 +74,11 @@ def _apply(
     if chunk <= 0:
         raise SecAggValueError("chunk must be positive")
     d = out.shape[0]
+    if d > MAX_ELEMENTS:
+        raise SecAggValueError(f"vector length {d} exceeds {MAX_ELEMENTS}")
+    # Hot loop: dtype, contiguity and length were checked above, so each stream writes its
+    # keystream straight into the shared scratch buffer through its bound update_into.
+    writers = [(stream.raw_writer(), (sign > 0) != negate) for stream, sign in streams]
     scratch = np.empty(min(chunk, max(d, 1)), dtype=ring.dtype)
     for start in range(0, d, chunk):
         stop = min(start + chunk, d)
@@ -81,9 +86,13 @@ def _apply(
         if src is not out:
             np.copyto(o, src[start:stop])
         ks = scratch[: stop - start]
-        for stream, sign in streams:
-            stream.fill(ks)
-            if (sign > 0) != negate:
+        ks_bytes = ks.view(np.uint8)
+        zeros = zero_bytes(ks.nbytes)
+        for write, add in writers:
+            write(zeros, ks_bytes)
+            if _BIG_ENDIAN:  # pragma: no cover - the keystream is defined little-endian
+                ks.byteswap(inplace=True)
+            if add:
                 np.add(o, ks, out=o)
             else:
                 np.subtract(o, ks, out=o)

@@ -49,7 +49,7 @@ _CTR_ZERO = modes.CTR(bytes(16))  # immutable; shared to save per-stream set-up 
 _zeros = b""
 
 
-def _zero_bytes(n: int) -> memoryview:
+def zero_bytes(n: int) -> memoryview:
     """A read-only view of n zero bytes, from one buffer shared by every stream."""
     global _zeros  # noqa: PLW0603 - an immutable cache; growing it is idempotent
     if len(_zeros) < n:
@@ -118,11 +118,16 @@ class MaskStream:
         n = out.shape[0]
         if self._pos + n > MAX_ELEMENTS:
             raise SecAggValueError(f"a PRG stream is limited to {MAX_ELEMENTS} elements")
-        self._enc.update_into(_zero_bytes(out.nbytes), out.view(np.uint8))
+        self._enc.update_into(zero_bytes(out.nbytes), out.view(np.uint8))
         if _BIG_ENDIAN:  # pragma: no cover - the keystream is defined little-endian
             out.byteswap(inplace=True)
         self._pos += n
         return out
+
+    def raw_writer(self):
+        """The stream's bound ``update_into(zeros, out_bytes)``, for hot loops that check
+        dtype, contiguity and the :data:`MAX_ELEMENTS` bound once up front (see masking)."""
+        return self._enc.update_into
 
     def read(self, n: int) -> np.ndarray:
         """The next ``n`` values reduced into [0, 2^b), as a new array."""
