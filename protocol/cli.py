@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 from secagg import SecAggError
 
+from .demo import run_demo
+
 
 def _positive(kind: type, lo: float, hi: float | None = None):
     def parse(text: str):
@@ -46,11 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .demo import run_demo
-
     try:
-        result = run_demo(args.clients, args.dim, bits=args.bits, dropout=args.dropout, corrupt=args.corrupt,
-                          mode=args.mode, seed=args.seed)
+        result = run_demo(args.clients, args.dim, bits=args.bits, dropout=args.dropout,
+                          corrupt=args.corrupt, mode=args.mode, seed=args.seed)
     except SecAggError as exc:
         print(f"secagg: error: {exc}", file=sys.stderr)
         return 2

@@ -55,7 +55,9 @@ def canonical(*fields: Field) -> bytes:
     return b"".join(out)
 
 
-def require_bytes(value: object, name: str, *, min_len: int = 0, max_len: int | None = None) -> bytes:
+def require_bytes(
+    value: object, name: str, *, min_len: int = 0, max_len: int | None = None
+) -> bytes:
     """Check that ``value`` is bytes with a length in [min_len, max_len]; return it as bytes."""
     if not isinstance(value, bytes | bytearray):
         raise SecAggTypeError(f"{name} must be bytes, not {type(value).__name__}")

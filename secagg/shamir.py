@@ -57,14 +57,14 @@ class Share:
             raise EncodingError("share value outside the field")
 
     def to_bytes(self) -> bytes:
-        """Fixed-length encoding: version | dealing id | threshold | x | y (66 bytes, big-endian)."""
+        """Fixed-length encoding: version | dealing id | threshold | x | y (66 bytes, big-end.)."""
         return _HEADER.pack(VERSION, self.dealing_id, self.threshold, self.x) + self.y.to_bytes(
             _Y_BYTES, "big"
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Share:
-        """Strict decoding: exact length, known version, valid fields, else :class:`EncodingError`."""
+        """Strict decoding: exact length, known version, valid fields, else EncodingError."""
         data = require_bytes(data, "share", min_len=SHARE_BYTES, max_len=SHARE_BYTES)
         version, dealing_id, threshold, x = _HEADER.unpack_from(data)
         if version != VERSION:

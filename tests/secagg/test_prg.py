@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from secagg import MaskStream, Ring, SecAggTypeError, SecAggValueError, SeedError, expand, iter_chunks
+from secagg import (
+    MaskStream,
+    Ring,
+    SecAggTypeError,
+    SecAggValueError,
+    SeedError,
+    expand,
+    iter_chunks,
+)
 
 SEED = bytes(range(32))
 

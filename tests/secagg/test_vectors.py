@@ -93,7 +93,8 @@ def independent_prg(seed: bytes, purpose: str, algorithm: str, bits: int, n: int
 
 
 # --- the vectors ---------------------------------------------------------------------------
-@pytest.mark.parametrize("case", load("prg")["cases"], ids=lambda c: f"{c['algorithm']}-{c['bits']}")
+@pytest.mark.parametrize("case", load("prg")["cases"],
+                         ids=lambda c: f"{c['algorithm']}-{c['bits']}")
 def test_prg_vector(case):
     seed = bytes.fromhex(case["seed"])
     ring = Ring(case["bits"])
