@@ -1,0 +1,26 @@
+"""The benchmark script runs and emits well-formed rows (no timing is asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_masking_json_rows():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_masking.py"), "--json",
+         "--dims", "1000", "--repeat", "1"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    masks = [r for r in rows if r["bench"] == "mask"]
+    assert sorted(r["k"] for r in masks) == [8, 32]
+    for r in masks:
+        assert r["d"] == 1000 and r["mask_s"] > 0 and r["floor_s"] > 0 and r["ratio"] > 0
+        assert r["peak_mem_x_vector"] > 0
+    shamir = [r for r in rows if r["bench"] == "shamir"]
+    assert len(shamir) == 1 and shamir[0]["neighbours"] == 100 and shamir[0]["threshold"] == 51
