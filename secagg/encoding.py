@@ -39,7 +39,7 @@ def canonical(*fields: Field) -> bytes:
             raw = bytes(f)
             tag = 1
         elif isinstance(f, str):
-            raw = f.encode("utf-8")
+            raw = _utf8(f, f"field {i}")
             tag = 2
         elif isinstance(f, int):
             if not 0 <= f < 1 << 64:
@@ -53,6 +53,21 @@ def canonical(*fields: Field) -> bytes:
         out.append(struct.pack(">BI", tag, len(raw)))
         out.append(raw)
     return b"".join(out)
+
+
+def _utf8(text: str, name: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EncodingError(f"{name} is not encodable as UTF-8 (lone surrogate?)") from None
+
+
+def require_label(value: object, name: str) -> str:
+    """Check that ``value`` is a non-empty str that encodes as UTF-8; return it."""
+    if not isinstance(value, str) or not value:
+        raise SecAggTypeError(f"{name} must be a non-empty str")
+    _utf8(value, name)
+    return value
 
 
 def require_bytes(

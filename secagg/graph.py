@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .encoding import require_uint
+from .encoding import require_bytes, require_uint
 from .errors import ParameterError, SecAggTypeError
 from .prg import MaskStream
 from .ring import Ring
@@ -27,8 +27,8 @@ ORDERING_PURPOSE = "graph-ordering"
 
 
 def public_shuffle(items: Sequence[int], seed: bytes) -> tuple[int, ...]:
-    """A uniformly random permutation of ``items`` determined by the public ``seed``."""
-    out = list(items)
+    """A uniformly random permutation of distinct client ids determined by the public ``seed``."""
+    out = list(_check_clients(items, minimum=0))
     stream = MaskStream(seed, ORDERING_PURPOSE, Ring(64))
     buf = np.empty(256, dtype=np.uint64)
     pos = len(buf)
@@ -53,14 +53,16 @@ def public_shuffle(items: Sequence[int], seed: bytes) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _check_clients(clients: Iterable[int]) -> tuple[int, ...]:
+def _check_clients(clients: Iterable[int], minimum: int = 2) -> tuple[int, ...]:
+    if isinstance(clients, bytes | str) or not isinstance(clients, Iterable):
+        raise SecAggTypeError("clients must be an iterable of int ids")
     ids = tuple(clients)
     for c in ids:
         require_uint(c, "client id")
     if len(set(ids)) != len(ids):
         raise ParameterError("client ids must be distinct")
-    if len(ids) < 2:
-        raise ParameterError(f"a graph needs at least 2 clients, got {len(ids)}")
+    if len(ids) < minimum:
+        raise ParameterError(f"a graph needs at least {minimum} clients, got {len(ids)}")
     return ids
 
 
@@ -106,6 +108,7 @@ def complete_graph(clients: Iterable[int]) -> NeighbourGraph:
 def harary_graph(clients: Iterable[int], k: int, *, seed: bytes) -> NeighbourGraph:
     """H(k, n) over the clients shuffled by ``seed``; complete when k >= n - 1."""
     ids = _check_clients(clients)
+    require_bytes(seed, "graph ordering seed", min_len=32, max_len=32)
     if isinstance(k, bool) or not isinstance(k, int):
         raise SecAggTypeError("k must be an int")
     n = len(ids)

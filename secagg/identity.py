@@ -18,16 +18,15 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .encoding import VERSION, canonical, require_bytes
-from .errors import SecAggTypeError, SignatureError
+from .encoding import VERSION, canonical, require_bytes, require_label
+from .errors import SignatureError
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 
 
 def _signed_bytes(label: str, message: bytes) -> bytes:
-    if not isinstance(label, str) or not label:
-        raise SecAggTypeError("signature label must be a non-empty str")
+    require_label(label, "signature label")
     message = require_bytes(message, "message")
     return canonical("secagg-sig", VERSION, label, message)
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .encoding import VERSION, canonical, require_bytes, require_uint
+from .encoding import VERSION, canonical, require_bytes, require_label, require_uint
 from .errors import KeyAgreementError, SecAggTypeError
 
 PUBLIC_KEY_BYTES = 32
@@ -35,10 +35,23 @@ _KDF_SALT = b"secagg/kdf/v1"
 
 @dataclass(frozen=True)
 class KeyPair:
-    """An X25519 key pair. The private half never leaves this object except via hazmat."""
+    """An X25519 key pair (the private half is hidden from repr).
+
+    :meth:`private_bytes` exists because the protocol Shamir-shares s_u^SK (Bonawitz et al.
+    2017, section 4); nothing else should call it.
+    """
 
     _private: X25519PrivateKey = field(repr=False)
     public_bytes: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self._private, X25519PrivateKey):
+            raise SecAggTypeError("KeyPair needs an X25519PrivateKey")
+        derived = self._private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        if derived != self.public_bytes:
+            raise KeyAgreementError("public key does not match the private key")
 
     @classmethod
     def generate(cls) -> KeyPair:
@@ -78,8 +91,7 @@ class KdfContext:
     def __post_init__(self) -> None:
         require_bytes(self.session_id, "session_id", min_len=SESSION_ID_MIN, max_len=SESSION_ID_MAX)
         require_uint(self.round, "round")
-        if not isinstance(self.purpose, str) or not self.purpose:
-            raise SecAggTypeError("purpose must be a non-empty str")
+        require_label(self.purpose, "purpose")
 
     def info(self, u: int, v: int) -> bytes:
         require_uint(u, "client id")

@@ -21,8 +21,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .encoding import require_uint
 from .errors import SecAggTypeError, SecAggValueError, ShapeError
-from .prg import _BIG_ENDIAN, DEFAULT_ALGORITHM, DEFAULT_CHUNK, MAX_ELEMENTS, MaskStream, zero_bytes
+from .prg import (
+    _BIG_ENDIAN,
+    DEFAULT_ALGORITHM,
+    DEFAULT_CHUNK,
+    MAX_ELEMENTS,
+    MaskStream,
+    _check_seed,
+    check_chunk,
+    zero_bytes,
+)
 from .ring import Ring
 
 SELF_MASK_PURPOSE = "self-mask"
@@ -31,6 +41,8 @@ PAIRWISE_MASK_PURPOSE = "pairwise-mask"
 
 def pairwise_sign(u: int, v: int) -> int:
     """+1 if u < v, -1 if u > v (Bonawitz et al. 2017, section 3.2). u == v is an error."""
+    require_uint(u, "client id")
+    require_uint(v, "client id")
     if u == v:
         raise SecAggValueError(f"no pairwise mask between client {u} and itself")
     return 1 if u < v else -1
@@ -44,8 +56,9 @@ class PairwiseMask:
     sign: int
 
     def __post_init__(self) -> None:
-        if self.sign not in (1, -1) or isinstance(self.sign, bool):
-            raise SecAggValueError(f"pairwise mask sign must be +1 or -1, got {self.sign!r}")
+        _check_seed(self.seed)
+        if type(self.sign) is not int or self.sign not in (1, -1):
+            raise SecAggValueError(f"pairwise mask sign must be the int +1 or -1: {self.sign!r}")
 
 
 def _streams(
@@ -54,6 +67,9 @@ def _streams(
     pairwise: Iterable[PairwiseMask],
     algorithm: str,
 ) -> list[tuple[MaskStream, int]]:
+    for name, value in (("self_seeds", self_seeds), ("pairwise", pairwise)):
+        if not isinstance(value, Iterable) or isinstance(value, bytes | str):
+            raise SecAggTypeError(f"{name} must be an iterable of seeds / PairwiseMask")
     out = [(MaskStream(s, SELF_MASK_PURPOSE, ring, algorithm=algorithm), 1) for s in self_seeds]
     for p in pairwise:
         if not isinstance(p, PairwiseMask):
@@ -71,8 +87,7 @@ def _apply(
     negate: bool,
     chunk: int,
 ) -> np.ndarray:
-    if chunk <= 0:
-        raise SecAggValueError("chunk must be positive")
+    check_chunk(chunk)
     d = out.shape[0]
     if d > MAX_ELEMENTS:
         raise SecAggValueError(f"vector length {d} exceeds {MAX_ELEMENTS}")

@@ -7,16 +7,24 @@ over a uniformly shuffled ring (:mod:`secagg.graph`) and bound three bad events 
 bound over the n clients, for a cohort of n clients of which at most A = ceil(gamma * n) are
 corrupted and at most D = ceil(delta * n) drop out:
 
-1. disconnection (security): the honest survivors' subgraph is disconnected. A circulant
-   H(k, n) is disconnected only by two disjoint runs of k/2 consecutive bad nodes; there are at
-   most n(n - k - 1)/2 such pairs and each is all-bad with probability C(A+D, k) / C(n, k).
+1. disconnection (security): the honest survivors' subgraph is disconnected, which would let
+   the server learn partial sums. A circulant H(k, n) is disconnected only by two disjoint runs
+   of k/2 consecutive removed nodes; there are at most n(n - k - 1)/2 such pairs of runs.
+   Semi-honest: dropouts do not depend on the graph, so a given pair (k positions) is all
+   corrupted-or-dropped with probability C(A+D, k) / C(n, k). Malicious server: it sees the
+   public ordering and may choose which D clients "drop", so a pair can be emptied whenever its
+   corrupted count is at least k - D: probability P[H(n, A, k) >= k - D], which forces k > D.
 2. exposure (security): an honest client has too many corrupted neighbours. Its neighbours are
    a uniform k-subset of the other n - 1 clients, so their corrupted count X follows the
    hypergeometric law H(n - 1, A, k). Semi-honest: need X < t. Malicious server: the server
    can ask some honest neighbours for shares of b_u and others for shares of s_u^SK, so we need
-   2t > k + X (Bell et al. section 4; the same rule as the original SecAgg's t > (n + A) / 2).
+   2t > k + X (Bell et al. section 4). For the complete graph this is 2t > n - 1 + A, the rule
+   of the original SecAgg when a client holds no share of its own secrets.
 3. failure (correctness): a surviving client has fewer than t surviving neighbours. Their count
    Y follows H(n - 1, n - D - 1, k).
+
+The malicious-mode bounds hold only if the server cannot declare more than D clients dropped:
+the protocol must make clients refuse to unmask when fewer than n - D survive.
 
 Targets: P[1] + P[2] <= 2^-sigma (2^-(sigma+1) each) and P[3] <= 2^-eta, with sigma = 40 and
 eta = 20 by default. All probabilities are computed exactly with integer binomials; no
@@ -36,22 +44,46 @@ from .errors import ParameterError, SecAggTypeError
 MODES = ("semi-honest", "malicious")
 SECURITY_BITS = 40
 FAILURE_BITS = 20
-MAX_CLIENTS = 1_000_000
+MAX_CLIENTS = 100_000
+MAX_TARGET_BITS = 256
 
 
 def _rate(value: object, name: str) -> Fraction:
     if isinstance(value, bool) or not isinstance(value, int | float | Fraction):
         raise SecAggTypeError(f"{name} must be a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParameterError(f"{name} must be finite, got {value}")
     r = Fraction(str(value)) if isinstance(value, float) else Fraction(value)
     if not 0 <= r < 1:
         raise ParameterError(f"{name} must be in [0, 1), got {value}")
     return r
 
 
+def _target_bits(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SecAggTypeError(f"{name} must be an int")
+    if not 1 <= value <= MAX_TARGET_BITS:
+        raise ParameterError(f"{name} must be in [1, {MAX_TARGET_BITS}], got {value}")
+    return value
+
+
 def _hyper_pmf_numerators(population: int, marked: int, draws: int) -> list[int]:
-    """C(marked, j) * C(population - marked, draws - j) for j = 0..draws (denominator C(N, k))."""
+    """C(marked, j) * C(population - marked, draws - j) for j = 0..draws (denominator C(N, k)).
+
+    Exact integers by the recurrence p(j+1) = p(j) (K - j)(k - j) / ((j + 1)(M - k + j + 1)),
+    M = N - K; every division is exact because both sides are integers.
+    """
     rest = population - marked
-    return [math.comb(marked, j) * math.comb(rest, draws - j) for j in range(draws + 1)]
+    out = [0] * (draws + 1)
+    j = max(0, draws - rest)
+    if j > min(draws, marked):
+        return out
+    p = math.comb(marked, j) * math.comb(rest, draws - j)
+    while j <= min(draws, marked):
+        out[j] = p
+        p = p * (marked - j) * (draws - j) // ((j + 1) * (rest - draws + j + 1))
+        j += 1
+    return out
 
 
 def _log2_ratio(num: int, den: int) -> float:
@@ -112,10 +144,18 @@ class _Cohort:
 
     def disconnect(self, k: int) -> tuple[int, int]:
         """(numerator, denominator) bounding P[honest survivors' subgraph disconnected]."""
-        n, bad = self.n, self.A + self.D
-        if k >= n - 1 or bad < k:
+        n, A, D = self.n, self.A, self.D
+        pairs = n * (n - k - 1)  # twice the number of pairs of disjoint k/2-runs
+        if k >= n - 1:
             return 0, 1
-        return n * (n - k - 1) * math.comb(bad, k), 2 * math.comb(n, k)
+        if self.mode == "semi-honest":
+            return (0, 1) if A + D < k else (pairs * math.comb(A + D, k), 2 * math.comb(n, k))
+        # Malicious: the server drops up to D clients of its choice after seeing the ordering.
+        need = k - D  # corrupted clients the two runs must already hold
+        if need <= 0:
+            return 1, 1
+        tail = sum(_hyper_pmf_numerators(n, A, k)[need:])
+        return pairs * tail, 2 * math.comb(n, k)
 
     def exposure_tail(self, k: int) -> tuple[list[int], int]:
         """Suffix sums S[a] = n * C(n-1,k) * P[X >= a] numerators, and the denominator."""
@@ -184,12 +224,18 @@ def find_parameters(
     directly when ``complete=True``. Raises :class:`ParameterError` when even the complete
     graph cannot meet the targets (too many dropouts or corrupted clients for n).
     """
+    if not isinstance(complete, bool):
+        raise SecAggTypeError("complete must be a bool")
+    security_bits = _target_bits(security_bits, "security_bits")
+    failure_bits = _target_bits(failure_bits, "failure_bits")
     cohort = _Cohort(n, dropout_rate, corrupt_rate, mode)
-    limit = 2 ** -(security_bits + 1)
-    candidates = [] if complete else list(range(2, n - 1, 2))
+    limit = Fraction(1, 2 ** (security_bits + 1))
+    # Malicious mode needs k > D (see disconnect); smaller degrees cannot pass.
+    first = 2 if mode == "semi-honest" else max(2, cohort.D + 1 + (cohort.D + 1) % 2)
+    candidates = [] if complete else list(range(first, n - 1, 2))
     for k in candidates + [n - 1]:
         dn, dd = cohort.disconnect(k)
-        if dn and Fraction(dn, dd) > limit:
+        if dn and Fraction(dn, dd) >= limit:
             continue
         t_lo, t_hi = cohort.threshold_range(k, security_bits, failure_bits)
         if t_lo <= t_hi:

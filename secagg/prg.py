@@ -30,7 +30,7 @@ from collections.abc import Iterator
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from .encoding import canonical
+from .encoding import canonical, require_label, require_uint
 from .errors import SecAggTypeError, SecAggValueError, SeedError, ShapeError
 from .ring import Ring
 
@@ -84,8 +84,7 @@ def _check_seed(seed: object) -> bytes:
 
 
 def _check_purpose(purpose: object) -> None:
-    if not isinstance(purpose, str) or not purpose:
-        raise SecAggTypeError("PRG purpose must be a non-empty str label")
+    require_label(purpose, "PRG purpose")
 
 
 class MaskStream:
@@ -113,6 +112,8 @@ class MaskStream:
         ``out`` must be a contiguous 1-D array of the ring's storage dtype. Callers that need
         values in [0, 2^b) call :meth:`Ring.reduce` (or reduce once after summing several).
         """
+        if not isinstance(out, np.ndarray):
+            raise SecAggTypeError("fill needs a numpy array")
         if out.dtype != self.ring.dtype or out.ndim != 1 or not out.flags.c_contiguous:
             raise ShapeError("fill needs a contiguous 1-D buffer of the ring's storage dtype")
         n = out.shape[0]
@@ -131,6 +132,7 @@ class MaskStream:
 
     def read(self, n: int) -> np.ndarray:
         """The next ``n`` values reduced into [0, 2^b), as a new array."""
+        _check_length(n)
         out = np.empty(n, dtype=self.ring.dtype)
         return self.ring.reduce(self.fill(out), out=out)
 
@@ -160,15 +162,27 @@ def iter_chunks(
     """Yield the expansion of :func:`expand` in chunks of at most ``chunk`` elements.
 
     The yielded arrays share one buffer: copy a chunk if you keep it past the next iteration.
+    Arguments are checked when this is called, not at the first iteration.
     """
     _check_length(length)
-    if chunk <= 0:
-        raise SecAggValueError("chunk must be positive")
+    check_chunk(chunk)
     stream = MaskStream(seed, purpose, ring, algorithm=algorithm)
+    return _chunks(stream, ring, length, chunk)
+
+
+def _chunks(stream: MaskStream, ring: Ring, length: int, chunk: int) -> Iterator[np.ndarray]:
     buf = np.empty(min(chunk, max(length, 1)), dtype=ring.dtype)
     for start in range(0, length, chunk):
         view = buf[: min(chunk, length - start)]
         yield ring.reduce(stream.fill(view), out=view)
+
+
+def check_chunk(chunk: object) -> int:
+    """A chunk size must be an int in [1, MAX_ELEMENTS]."""
+    require_uint(chunk, "chunk", bits=64, minimum=1)
+    if chunk > MAX_ELEMENTS:
+        raise SecAggValueError(f"chunk {chunk} exceeds {MAX_ELEMENTS}")
+    return chunk
 
 
 def _check_length(length: object) -> None:

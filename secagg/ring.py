@@ -55,6 +55,10 @@ class Ring:
 
     # -- construction and validation -----------------------------------------------------
     def zeros(self, d: int) -> np.ndarray:
+        if isinstance(d, bool) or not isinstance(d, int | np.integer):
+            raise SecAggTypeError(f"length must be an int, not {type(d).__name__}")
+        if d < 0:
+            raise ShapeError(f"length must be non-negative, got {d}")
         return np.zeros(d, dtype=self.dtype)
 
     def validate(self, x: object, *, length: int | None = None, name: str = "vector") -> np.ndarray:
@@ -118,4 +122,6 @@ class Ring:
         """Wrap an int64 array into the ring (the inverse of :meth:`centred`)."""
         if not isinstance(a, np.ndarray) or a.dtype.kind not in "ui":
             raise SecAggTypeError("from_signed needs an integer numpy array")
+        if a.ndim != 1:
+            raise ShapeError(f"from_signed needs a 1-D array, got shape {a.shape}")
         return self.reduce(a.astype(np.int64, copy=False).view(np.uint64).astype(self.dtype))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import secrets
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .encoding import VERSION, require_bytes, require_uint
 from .errors import (
@@ -45,7 +45,7 @@ class Share:
     dealing_id: bytes
     threshold: int
     x: int
-    y: int
+    y: int = field(repr=False)  # secret material: kept out of logs and tracebacks
 
     def __post_init__(self) -> None:
         require_bytes(self.dealing_id, "dealing_id", min_len=16, max_len=16)
@@ -83,7 +83,7 @@ def _secret_to_int(secret: bytes) -> int:
 
 def _int_to_secret(value: int) -> bytes:
     raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
-    if not raw or raw[0] != 1 or len(raw) < 2:
+    if not 2 <= len(raw) <= MAX_SECRET_BYTES + 1 or raw[0] != 1:
         raise ForeignShareError("reconstructed value is not a valid secret encoding")
     return raw[1:]
 
@@ -152,13 +152,18 @@ def _lagrange_at(points: Sequence[tuple[int, int]], at: int) -> int:
     return total
 
 
-def combine(shares: Sequence[Share]) -> bytes:
+def combine(shares: Sequence[Share], *, threshold: int | None = None) -> bytes:
     """Reconstruct the secret from at least t shares of one dealing, in any order.
 
-    Raises :class:`InsufficientSharesError` (fewer than t), :class:`DuplicateShareError`
+    ``threshold``: the t the caller expects (for example the round's configured t); shares
+    claiming another threshold are refused, so a dealer cannot lower it behind the caller's
+    back. Raises :class:`InsufficientSharesError` (fewer than t), :class:`DuplicateShareError`
     (an x-coordinate twice) or :class:`ForeignShareError` (shares of different dealings or
-    thresholds, or an extra share that is not on the polynomial).
+    thresholds, an extra share that is not on the polynomial, or a value that is not a
+    secret encoding).
     """
+    if isinstance(shares, bytes | str) or not isinstance(shares, Sequence | set | frozenset):
+        raise SecAggTypeError("shares must be a sequence of Share")
     shares = list(shares)
     if not shares:
         raise InsufficientSharesError("no shares given")
@@ -175,6 +180,8 @@ def combine(shares: Sequence[Share]) -> bytes:
             raise DuplicateShareError(f"two shares with x-coordinate {s.x}")
         seen.add(s.x)
     t = first.threshold
+    if threshold is not None and require_uint(threshold, "threshold", bits=32, minimum=1) != t:
+        raise ForeignShareError(f"shares were dealt with threshold {t}, expected {threshold}")
     if len(shares) < t:
         raise InsufficientSharesError(f"{len(shares)} shares given, threshold is {t}")
     basis = [(s.x, s.y) for s in shares[:t]]

@@ -45,6 +45,28 @@ def test_shuffle_is_uniform_on_small_sets():
     assert all(400 < c < 600 for c in counts.values())  # 500 expected, ~5 sigma band
 
 
+def test_shuffle_rejects_the_biased_top(monkeypatch):
+    """For 3 items the first draw uses bound 3 and limit 2^64 - 1 (2^64 mod 3 = 1): the value
+    2^64 - 1 must be rejected. Taking it would give j = 0; the next value, 4, gives j = 1."""
+    import numpy as np
+
+    import secagg.graph as graph_mod
+
+    class FakeStream:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def fill(self, out):
+            vals = [2**64 - 1, 4, 7] + [0] * (len(out) - 3)
+            out[:] = np.array(vals, dtype=np.uint64)
+            return out
+
+    monkeypatch.setattr(graph_mod, "MaskStream", FakeStream)
+    # i = 2: reject 2^64-1, j = 4 % 3 = 1 -> swap positions 2 and 1 -> [0, 2, 1]
+    # i = 1: j = 7 % 2 = 1 -> no swap
+    assert graph_mod.public_shuffle([0, 1, 2], bytes(32)) == (0, 2, 1)
+
+
 def test_complete_graph():
     g = complete_graph([5, 9, 11, 2])
     assert g.complete and g.k == 3 and g.neighbours(5) == {9, 11, 2}
@@ -60,3 +82,15 @@ def test_refusals():
         complete_graph([1])
     with pytest.raises(ParameterError, match="not in the graph"):
         complete_graph([1, 2]).neighbours(3)
+    from secagg import EncodingError, SecAggTypeError
+
+    with pytest.raises(SecAggTypeError):
+        harary_graph(range(4), 4, seed=None)  # refused even when the graph is complete
+    with pytest.raises(EncodingError):
+        harary_graph(range(10), 2, seed=bytes(16))
+    with pytest.raises(ParameterError, match="distinct"):
+        public_shuffle([1, 1, 2], bytes(32))
+    with pytest.raises(EncodingError):
+        public_shuffle([-1, 2], bytes(32))
+    with pytest.raises(SecAggTypeError):
+        public_shuffle(["a", "b"], bytes(32))

@@ -27,6 +27,13 @@ def test_sign_verify_and_failures():
         vk.verify(sig[:-1], b"U3 = {1,2,3}", label="consistency-check")
 
 
+def test_label_must_encode():
+    from secagg import EncodingError
+
+    with pytest.raises(EncodingError, match="UTF-8"):
+        SigningKey.generate().sign(b"m", label="\udfff")
+
+
 def test_key_encoding():
     with pytest.raises(EncodingError):
         VerifyKey(bytes(31))

@@ -33,7 +33,15 @@ def test_private_bytes_roundtrip():
     a = KeyPair.generate()
     again = KeyPair.from_private_bytes(a.private_bytes())
     assert again.public_bytes == a.public_bytes
-    assert "private" not in repr(a).lower() or a.private_bytes().hex() not in repr(a)
+    assert "_private" not in repr(a)  # the private key object is excluded from repr
+
+
+def test_keypair_refuses_a_mismatched_public_key():
+    from secagg import KeyAgreementError as KAE
+
+    a, b = KeyPair.generate(), KeyPair.generate()
+    with pytest.raises(KAE, match="does not match"):
+        KeyPair(a._private, b.public_bytes)
 
 
 def test_low_order_point_refused():
@@ -61,5 +69,7 @@ def test_bad_inputs():
         KdfContext(SESSION, -1, "p")
     with pytest.raises(SecAggTypeError):
         KdfContext(SESSION, 0, "")
+    with pytest.raises(EncodingError, match="UTF-8"):
+        KdfContext(SESSION, 0, "\ud800")
     with pytest.raises(SecAggTypeError):
         agree(a, a.public_bytes, own_id=1, peer_id=2, context=None)

@@ -23,7 +23,7 @@ from secagg import (
     pairwise_sign,
     remove_masks,
 )
-from secagg.masking import PAIRWISE_MASK_PURPOSE, SELF_MASK_PURPOSE
+from secagg.masking import PAIRWISE_MASK_PURPOSE, SELF_MASK_PURPOSE  # noqa: F401
 
 SESSION = bytes(range(16))
 
@@ -57,7 +57,6 @@ def test_pairwise_masks_cancel_and_dropouts_recover(n, d, bits, chunk, data):
         acc = ring.add(acc, mask_input(x[u], ring=ring, self_seed=self_seeds[u], pairwise=pairs[u],
                                        chunk=chunk))
     # Server: self masks of survivors, and dropped clients' masks toward survivors.
-    ctx = KdfContext(SESSION, 0, "pairwise-mask")
     undo = []
     for u in dropped:
         for v in graph.neighbours(u):
@@ -71,7 +70,6 @@ def test_pairwise_masks_cancel_and_dropouts_recover(n, d, bits, chunk, data):
     for u in alive:
         expected = ring.add(expected, x[u])
     assert np.array_equal(acc, expected)
-    assert ctx.purpose == PAIRWISE_MASK_PURPOSE
 
 
 def test_closed_set_without_self_masks_cancels_exactly():
@@ -107,6 +105,11 @@ def test_pairwise_sign():
     assert pairwise_sign(1, 2) == 1 and pairwise_sign(2, 1) == -1
     with pytest.raises(SecAggValueError):
         pairwise_sign(3, 3)
+    for bad in (1.5, True, "a"):
+        with pytest.raises(SecAggTypeError):
+            pairwise_sign(bad, 2)
+    with pytest.raises(SecAggValueError):
+        pairwise_sign(-1, 2)
 
 
 def test_refusals():
@@ -118,6 +121,18 @@ def test_refusals():
         mask_input(x, ring=ring, self_seed=bytes(32), pairwise=[PairwiseMask(bytes(16), 1)])
     with pytest.raises(SecAggValueError, match="sign"):
         PairwiseMask(bytes(32), 0)
+    for sign in (1.0, np.int8(-1), True):
+        with pytest.raises(SecAggValueError, match="sign"):
+            PairwiseMask(bytes(32), sign)
+    with pytest.raises(SecAggTypeError):
+        PairwiseMask(None, 1)
+    with pytest.raises(SecAggTypeError, match="iterable"):
+        mask_input(x, ring=ring, self_seed=bytes(32), pairwise=None)
+    with pytest.raises(SecAggTypeError, match="iterable"):
+        remove_masks(x.copy(), ring=ring, self_seeds=bytes(32))
+    for chunk in (0, 1.5, None, "8", True):
+        with pytest.raises((SecAggTypeError, SecAggValueError)):
+            mask_input(x, ring=ring, self_seed=bytes(32), pairwise=[], chunk=chunk)
     with pytest.raises(SecAggTypeError):
         mask_input(x, ring=ring, self_seed=bytes(32), pairwise=[(bytes(32), 1)])
     with pytest.raises(SecAggTypeError):

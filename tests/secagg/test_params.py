@@ -34,10 +34,15 @@ def check_independently(n, k, t, dropout, corrupt, mode):
     # P[Y < t] = 1 - P[Y >= t]; compute the lower tail directly: P[Y <= t-1] = P[k-Y >= k-t+1]
     failure = math.log(n) + log_hyper_tail_ge(n - 1, n - 1 - S, k, k - t + 1)
     assert failure <= -20 * ln2 + 1e-9
-    if k < n - 1 and A + D >= k:
-        def lcomb(x, r):
-            return math.lgamma(x + 1) - math.lgamma(r + 1) - math.lgamma(x - r + 1)
-        disc = math.log(n * (n - k - 1) / 2) + lcomb(A + D, k) - lcomb(n, k)
+    if k < n - 1:
+        pairs = math.log(n * (n - k - 1) / 2)
+        if mode == "semi-honest":
+            # both runs (k positions) inside the random bad set of size A + D
+            disc = pairs + log_hyper_tail_ge(n, A + D, k, k)
+        else:
+            # the server drops up to D of its choice: the runs need k - D corrupted clients
+            assert k > D
+            disc = pairs + log_hyper_tail_ge(n, A, k, k - D)
         assert disc <= -41 * ln2 + 1e-9
 
 
@@ -75,6 +80,41 @@ def test_reference_points():
     assert m.k > p.k and 2 * m.t > m.k  # malicious needs 2t > k + corrupted neighbours
 
 
+def split_ring_by_dropping_two_runs(n, k, seed):
+    """The adaptive attack: drop two runs of k/2 in the public ordering; return the size of
+    the honest survivors' component containing the first survivor, and the survivor count."""
+    from secagg import harary_graph
+
+    g = harary_graph(range(n), k, seed=seed)
+    o, h = g.ordering, k // 2
+    dropped = set(o[:h]) | set(o[n // 2:n // 2 + h])
+    alive = [u for u in range(n) if u not in dropped]
+    comp, stack = {alive[0]}, [alive[0]]
+    while stack:
+        u = stack.pop()
+        for v in g.neighbours(u) - dropped - comp:
+            comp.add(v)
+            stack.append(v)
+    return len(comp), len(alive)
+
+
+def test_malicious_server_choosing_dropouts_cannot_split_the_survivors():
+    n = 1000
+    D = 100
+    # The degree the semi-honest analysis would accept for malicious mode: two adversarial
+    # runs of k/2 <= D/2 dropouts split the honest survivors (partial sums would leak).
+    weak = analyse_parameters(n, 78, 52, dropout_rate=0.1, corrupt_rate=0.05, mode="malicious")
+    assert not weak.secure() and weak.log2_disconnect == 0.0
+    comp, alive = split_ring_by_dropping_two_runs(n, 78, bytes(32))
+    assert comp < alive  # the attack is real at k = 78
+    p = find_parameters(n, dropout_rate=0.1, corrupt_rate=0.05, mode="malicious")
+    assert p.k > D and p.analysis.secure()
+    comp, alive = split_ring_by_dropping_two_runs(n, p.k, bytes(32))
+    assert p.k // 2 * 2 > D  # the attacker cannot afford two runs of k/2 dropouts
+    # semi-honest dropouts are not chosen against the graph: the small degree stays valid
+    assert find_parameters(n, dropout_rate=0.1, corrupt_rate=0.05).k == 36
+
+
 def test_small_cohorts_use_complete_graph_and_complete_on_request():
     p = find_parameters(5, dropout_rate=0.2, corrupt_rate=0.0)
     assert p.complete and p.k == 4
@@ -101,10 +141,28 @@ def test_analysis_flags_insecure_choices():
     (dict(n=100, dropout_rate=0.6, corrupt_rate=0.4), "no honest survivor"),
     (dict(n=100, dropout_rate=0.1, corrupt_rate=0.0, mode="byzantine"), "unknown mode"),
     (dict(n=10, dropout_rate=0.5, corrupt_rate=0.4), "no \\(k, t\\)"),
+    (dict(n=100, dropout_rate=float("nan"), corrupt_rate=0.0), "finite"),
+    (dict(n=100, dropout_rate=0.1, corrupt_rate=float("inf")), "finite"),
+    (dict(n=100, dropout_rate=0.1, corrupt_rate=0.0, security_bits=0), "security_bits"),
+    (dict(n=100, dropout_rate=0.1, corrupt_rate=0.0, failure_bits=-3), "failure_bits"),
+    (dict(n=100, dropout_rate=0.1, corrupt_rate=0.0, security_bits=257), "security_bits"),
+    (dict(n=200_000, dropout_rate=0.1, corrupt_rate=0.0), "cohort size"),
 ])
 def test_refusals(kwargs, match):
     with pytest.raises(ParameterError, match=match):
         find_parameters(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(security_bits=40.0), dict(security_bits=True), dict(complete="no"),
+    dict(dropout_rate="0.1"), dict(dropout_rate=True),
+])
+def test_type_refusals(kwargs):
+    from secagg import SecAggTypeError
+
+    args = dict(dropout_rate=0.1, corrupt_rate=0.0) | kwargs
+    with pytest.raises(SecAggTypeError):
+        find_parameters(100, **args)
 
 
 def test_analyse_refusals():

@@ -77,3 +77,15 @@ def test_bad_arguments():
     stream = MaskStream(SEED, "p", Ring(32))
     with pytest.raises(SecAggValueError):
         stream.fill(np.empty(4, dtype=np.uint64))
+    with pytest.raises(SecAggTypeError):
+        stream.fill([0, 0])
+    with pytest.raises(SecAggValueError):
+        stream.read(-1)
+    with pytest.raises(SecAggTypeError):
+        stream.read(1.5)
+    with pytest.raises(SecAggValueError):  # checked at the call, not at the first next()
+        iter_chunks(SEED, "p", 10, Ring(32), chunk=0)
+    from secagg import EncodingError
+
+    with pytest.raises(EncodingError, match="UTF-8"):
+        expand(SEED, "\ud800", 4, Ring(32))

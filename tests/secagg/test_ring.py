@@ -91,6 +91,16 @@ def test_validate_refuses_bad_vectors():
         r.validate(np.array([1 << 20], dtype=np.uint64))
 
 
+def test_zeros_and_from_signed_refusals():
+    r = Ring(32)
+    with pytest.raises(ShapeError):
+        r.zeros(-1)
+    with pytest.raises(SecAggTypeError):
+        r.zeros(2.5)
+    with pytest.raises(ShapeError):
+        r.from_signed(np.zeros((2, 2), dtype=np.int64))
+
+
 def test_validate_converts_in_range_integers():
     r = Ring(40)
     out = r.validate(np.array([0, 5, (1 << 40) - 1], dtype=np.int64))

@@ -133,6 +133,39 @@ def test_strict_share_decoding():
             pass
 
 
+@pytest.mark.parametrize("value", [
+    (1 << 520) + 5,                      # 0x01 prefix but 65 bytes follow: too long
+    5,                                   # no 0x01 prefix
+    1,                                   # prefix only, empty secret
+    int.from_bytes(b"\x02" + bytes(32), "big"),
+])
+def test_reconstructed_value_must_be_a_secret_encoding(value):
+    share = Share(bytes(16), 1, 1, value)  # t = 1: the share's y is the constant term
+    with pytest.raises(ForeignShareError, match="not a valid secret encoding"):
+        combine([share])
+
+
+def test_longest_secret_roundtrips():
+    secret = b"\xff" * 64
+    assert combine(split(secret, threshold=2, n=3)[1:]) == secret
+
+
+def test_caller_threshold_is_enforced():
+    shares = split(b"secret", threshold=2, n=4)
+    assert combine(shares[:2], threshold=2) == b"secret"
+    with pytest.raises(ForeignShareError, match="threshold 2, expected 3"):
+        combine(shares, threshold=3)
+    with pytest.raises(SecAggTypeError):
+        combine(None)
+    with pytest.raises(SecAggTypeError):
+        combine(b"bytes are not shares")
+
+
+def test_share_repr_hides_the_value():
+    share = split(b"secret", threshold=1, n=1)[0]
+    assert str(share.y) not in repr(share) and "y=" not in repr(share)
+
+
 def test_errors_share_a_base():
     for cls in (ThresholdError, InsufficientSharesError, DuplicateShareError, ForeignShareError):
         assert issubclass(cls, ShamirError) and issubclass(cls, ValueError)
