@@ -118,10 +118,10 @@ def run_demo(
                 s_shares[u].append(Share.from_bytes(plain[SHARE_BYTES:]))
             else:
                 b_shares[u].append(Share.from_bytes(plain[:SHARE_BYTES]))
-    seeds = [combine(b_shares[u]) for u in survivors]
+    seeds = [combine(b_shares[u], threshold=params.t) for u in survivors]
     pairwise = []
     for u in dropped:
-        s_u = KeyPair.from_private_bytes(combine(s_shares[u]))
+        s_u = KeyPair.from_private_bytes(combine(s_shares[u], threshold=params.t))
         for v in sorted(graph.neighbours(u) - dropped):
             s_uv = agree(s_u, s_keys[v].public_bytes, own_id=u, peer_id=v, context=mask_ctx)
             pairwise.append(PairwiseMask(s_uv, pairwise_sign(v, u)))

@@ -24,13 +24,13 @@ import numpy as np
 from .encoding import require_uint
 from .errors import SecAggTypeError, SecAggValueError, ShapeError
 from .prg import (
-    _BIG_ENDIAN,
+    BIG_ENDIAN,
     DEFAULT_ALGORITHM,
     DEFAULT_CHUNK,
     MAX_ELEMENTS,
     MaskStream,
-    _check_seed,
     check_chunk,
+    check_seed,
     zero_bytes,
 )
 from .ring import Ring
@@ -56,7 +56,7 @@ class PairwiseMask:
     sign: int
 
     def __post_init__(self) -> None:
-        _check_seed(self.seed)
+        check_seed(self.seed)
         if type(self.sign) is not int or self.sign not in (1, -1):
             raise SecAggValueError(f"pairwise mask sign must be the int +1 or -1: {self.sign!r}")
 
@@ -105,7 +105,7 @@ def _apply(
         zeros = zero_bytes(ks.nbytes)
         for write, add in writers:
             write(zeros, ks_bytes)
-            if _BIG_ENDIAN:  # pragma: no cover - the keystream is defined little-endian
+            if BIG_ENDIAN:  # pragma: no cover - the keystream is defined little-endian
                 ks.byteswap(inplace=True)
             if add:
                 np.add(o, ks, out=o)

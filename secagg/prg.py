@@ -42,7 +42,7 @@ DEFAULT_CHUNK = 1 << 16
 #: Upper bound on one expansion (2^36 bytes keeps ChaCha20's 32-bit block counter safe).
 MAX_ELEMENTS = 1 << 32
 _PRG_SALT = b"secagg/prg/v1"
-_BIG_ENDIAN = sys.byteorder == "big"
+BIG_ENDIAN = sys.byteorder == "big"
 _CTR_ZERO = modes.CTR(bytes(16))  # immutable; shared to save per-stream set-up time
 
 
@@ -59,7 +59,7 @@ def zero_bytes(n: int) -> memoryview:
 
 def derive_prg_key(seed: bytes, purpose: str, algorithm: str = DEFAULT_ALGORITHM) -> bytes:
     """The cipher key for ``(seed, purpose, algorithm)``; exposed for known-answer tests."""
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     _check_purpose(purpose)
     if algorithm not in ALGORITHMS:
         raise SecAggValueError(f"unknown PRG algorithm {algorithm!r}; choose one of {ALGORITHMS}")
@@ -75,7 +75,7 @@ def _prg_info(algorithm: str, purpose: str) -> bytes:
     return canonical("secagg-prg", algorithm, purpose)
 
 
-def _check_seed(seed: object) -> bytes:
+def check_seed(seed: object) -> bytes:
     if not isinstance(seed, bytes | bytearray):
         raise SecAggTypeError(f"PRG seed must be bytes, not {type(seed).__name__}")
     if len(seed) != SEED_BYTES:
@@ -120,7 +120,7 @@ class MaskStream:
         if self._pos + n > MAX_ELEMENTS:
             raise SecAggValueError(f"a PRG stream is limited to {MAX_ELEMENTS} elements")
         self._enc.update_into(zero_bytes(out.nbytes), out.view(np.uint8))
-        if _BIG_ENDIAN:  # pragma: no cover - the keystream is defined little-endian
+        if BIG_ENDIAN:  # pragma: no cover - the keystream is defined little-endian
             out.byteswap(inplace=True)
         self._pos += n
         return out
