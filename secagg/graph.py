@@ -68,11 +68,16 @@ def _check_clients(clients: Iterable[int], minimum: int = 2) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class NeighbourGraph:
-    """An undirected neighbour graph over client ids (ring order ``ordering``, degree k)."""
+    """An undirected neighbour graph over client ids: H(k, n) on the ring ``ordering``.
+
+    Neighbourhoods are computed on demand (O(k) each) and cached, so a client that needs only
+    its own neighbours does not pay O(n k) for the whole graph.
+    """
 
     ordering: tuple[int, ...]
     k: int
-    _adjacency: dict[int, frozenset[int]] = field(repr=False, compare=False)
+    _position: dict[int, int] = field(repr=False, compare=False)
+    _cache: dict[int, frozenset[int]] = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def clients(self) -> frozenset[int]:
@@ -88,21 +93,32 @@ class NeighbourGraph:
 
     def neighbours(self, u: int) -> frozenset[int]:
         """N(u), not including u. Unknown ids raise :class:`ParameterError`."""
-        try:
-            return self._adjacency[u]
-        except KeyError:
-            raise ParameterError(f"client {u} is not in the graph") from None
+        cached = self._cache.get(u)
+        if cached is not None:
+            return cached
+        i = self._position.get(u) if isinstance(u, int) and not isinstance(u, bool) else None
+        if i is None:
+            raise ParameterError(f"client {u} is not in the graph")
+        if self.complete:
+            nb = frozenset(self.ordering[:i] + self.ordering[i + 1 :])
+        else:
+            n, half = self.n, self.k // 2
+            nb = frozenset(self.ordering[(i + j) % n] for j in range(-half, half + 1) if j)
+        self._cache[u] = nb
+        return nb
 
     def are_neighbours(self, u: int, v: int) -> bool:
         return v in self.neighbours(u)
 
 
+def _graph(order: tuple[int, ...], k: int) -> NeighbourGraph:
+    return NeighbourGraph(order, k, {u: i for i, u in enumerate(order)})
+
+
 def complete_graph(clients: Iterable[int]) -> NeighbourGraph:
     """The complete graph: the original SecAgg of Bonawitz et al. (CCS 2017)."""
     ids = _check_clients(clients)
-    everyone = frozenset(ids)
-    adj = {u: everyone - {u} for u in ids}
-    return NeighbourGraph(tuple(sorted(ids)), len(ids) - 1, adj)
+    return _graph(tuple(sorted(ids)), len(ids) - 1)
 
 
 def harary_graph(clients: Iterable[int], k: int, *, seed: bytes) -> NeighbourGraph:
@@ -116,9 +132,4 @@ def harary_graph(clients: Iterable[int], k: int, *, seed: bytes) -> NeighbourGra
         return complete_graph(ids)
     if k < 2 or k % 2:
         raise ParameterError(f"Harary degree k must be even and at least 2, got {k}")
-    order = public_shuffle(sorted(ids), seed)
-    half = k // 2
-    adj = {}
-    for i, u in enumerate(order):
-        adj[u] = frozenset(order[(i + j) % n] for j in range(-half, half + 1) if j)
-    return NeighbourGraph(order, k, adj)
+    return _graph(public_shuffle(sorted(ids), seed), k)
