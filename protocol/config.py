@@ -1,0 +1,119 @@
+"""Round configuration and its resolution into concrete parameters for a cohort.
+
+(k, t) come from the Bell et al. (CCS 2020) parameter finder (:mod:`secagg.params`) unless
+given. ``min_survivors`` defaults to t in semi-honest mode (Bonawitz et al. CCS 2017: |U3| >= t)
+and to max(t, n - D) in malicious mode, D = ceil(dropout_rate * n): the malicious-mode graph
+analysis assumes the server cannot declare more than D clients dropped, so clients and server
+refuse to unmask below n - D.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from secagg import SecAggError, analyse_parameters, find_parameters
+from secagg.encoding import canonical
+from secagg.params import Analysis
+
+from .errors import ProtocolError
+from .messages import MAX_COHORT, MODES
+
+
+class ConfigError(ProtocolError):
+    """An invalid round configuration, or one that cannot be resolved for the cohort."""
+
+
+def _opt_int(value: object, name: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{name} must be a positive int or None, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """What a deployment chooses; the per-cohort values are in :class:`RoundParameters`."""
+
+    bits: int = 32
+    mode: str = "semi-honest"
+    threshold: int | None = None
+    neighbours: int | None = None
+    min_survivors: int | None = None
+    dropout_rate: float = 0.1
+    corrupt_rate: float = 0.05
+    complete_graph: bool = False
+
+    def __post_init__(self) -> None:
+        bits = self.bits
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 8 <= bits <= 64:
+            raise ConfigError(f"bits must be an int in [8, 64], got {self.bits!r}")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for name in ("threshold", "neighbours", "min_survivors"):
+            _opt_int(getattr(self, name), name)
+        for name in ("dropout_rate", "corrupt_rate"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not (
+                math.isfinite(v) and 0 <= v < 1
+            ):
+                raise ConfigError(f"{name} must be a finite number in [0, 1), got {v!r}")
+        if not isinstance(self.complete_graph, bool):
+            raise ConfigError("complete_graph must be a bool")
+
+    def resolve(self, n: int) -> RoundParameters:
+        """Concrete (k, t, min_survivors) for a cohort of n clients."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 3 <= n <= MAX_COHORT:
+            raise ConfigError(f"cohort size must be in [3, {MAX_COHORT}], got {n!r}")
+        try:
+            k, t, analysis = self._graph(n)
+        except SecAggError as exc:
+            raise ConfigError(str(exc)) from exc
+        if t > k:
+            raise ConfigError(f"threshold {t} exceeds the number of neighbours {k}")
+        if self.mode == "malicious" and 2 * t <= k:
+            raise ConfigError(f"malicious mode needs 2t > k, got t = {t}, k = {k}")
+        dropped = math.ceil(Fraction(str(self.dropout_rate)) * n)
+        default = t if self.mode == "semi-honest" else max(t, n - dropped)
+        m = self.min_survivors if self.min_survivors is not None else default
+        if m > n:
+            raise ConfigError(f"min_survivors {m} exceeds the cohort size {n}")
+        return RoundParameters(n, k, t, m, analysis)
+
+    def _graph(self, n: int) -> tuple[int, int, Analysis | None]:
+        rates = dict(dropout_rate=self.dropout_rate, corrupt_rate=self.corrupt_rate,
+                     mode=self.mode)
+        if self.neighbours is None:
+            p = find_parameters(n, complete=self.complete_graph, **rates)
+            t = p.t if self.threshold is None else self.threshold
+            return p.k, t, p.analysis if self.threshold is None else None
+        k = n - 1 if (self.complete_graph or self.neighbours >= n - 1) else self.neighbours
+        if k < n - 1 and k % 2:
+            raise ConfigError(f"neighbours must be even (Harary graph), got {k}")
+        if self.threshold is not None:
+            return k, self.threshold, None
+        for t in range(2, k + 1):
+            a = analyse_parameters(n, k, t, **rates)
+            if a.secure() and a.correct():
+                return k, t, a
+        raise ConfigError(f"no threshold meets the security targets with {k} neighbours")
+
+
+@dataclass(frozen=True)
+class RoundParameters:
+    n: int
+    neighbours: int
+    threshold: int
+    min_survivors: int
+    analysis: Analysis | None  # None when the caller chose (k, t) by hand
+
+
+def derive_graph_seed(session_id: bytes, round_: int, cohort: tuple[int, ...]) -> bytes:
+    """The public ordering seed of the SecAgg+ graph, recomputed by every client.
+
+    The server can influence it only through the session id; see threat_model.md.
+    """
+    ids = np.asarray(cohort, dtype=">u4").tobytes()
+    return hashlib.sha256(canonical("secagg-graph", session_id, round_, ids)).digest()

@@ -1,0 +1,39 @@
+"""Protocol exceptions (DESIGN.md section 6, after h11's ``_util.py``).
+
+* :class:`LocalProtocolError`: this party was asked to make an illegal move ("can't handle X
+  in state Y"), or a check on a received message failed while processing it.
+* :class:`RemoteProtocolError`: the peer did something wrong. :meth:`ClientRound.receive` is
+  the one boundary where a local error raised while handling a peer's message is converted.
+* :class:`WireError`: bytes that do not decode strictly. One type for every decoding failure.
+* :class:`RoundAborted`: the server cannot complete the round; ``reason`` names why.
+
+All derive from :class:`ProtocolError`, which also subclasses ValueError.
+"""
+
+from __future__ import annotations
+
+
+class ProtocolError(ValueError):
+    """Base class of every error raised by :mod:`protocol`."""
+
+
+class LocalProtocolError(ProtocolError):
+    """An illegal move or failed check by this party."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something this party must refuse."""
+
+
+class WireError(RemoteProtocolError):
+    """Bytes that are not a valid, canonical message of a known version and type."""
+
+
+class RoundAborted(ProtocolError):
+    """The server aborted the round. ``stage`` and ``reason`` say where and why."""
+
+    def __init__(self, stage: str, reason: str, detail: str = "") -> None:
+        self.stage = stage
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"round aborted in {stage}: {reason}" + (f" ({detail})" if detail else ""))

@@ -1,0 +1,340 @@
+"""The server's side of a round, sans-IO (Bonawitz et al. CCS 2017 section 4; Bell et al.
+CCS 2020 section 3).
+
+:meth:`ServerRound.receive` takes one decoded client message: a message that is illegal in the
+current stage, from the wrong session, round or client, a duplicate, or that fails a check
+raises :class:`RemoteProtocolError` and is discarded - nothing accepted before is touched.
+:meth:`ServerRound.close_stage` is the "stage closed" signal from whoever keeps time; it
+returns the messages to send, or raises :class:`RoundAborted` naming the reason. Masked inputs
+are added to one running sum as they arrive: memory O(d + n k), never O(n d).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from secagg import (
+    KdfContext,
+    KeyPair,
+    PairwiseMask,
+    Ring,
+    SecAggError,
+    Share,
+    VerifyKey,
+    agree,
+    combine,
+    harary_graph,
+    pairwise_sign,
+    remove_masks,
+)
+from secagg.keyagreement import PURPOSE_MASK
+
+from .client import ADVERTISE_LABEL, CONSISTENCY_LABEL, advertise_bytes, survivors_bytes
+from .config import RoundConfig, derive_graph_seed
+from .errors import LocalProtocolError, RemoteProtocolError, RoundAborted
+from .messages import (
+    MAX_CLIENT_ID,
+    SESSION_ID_BYTES,
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
+    KeysBroadcast,
+    MaskedInput,
+    Message,
+    Setup,
+    ShareKeys,
+    SharesDelivery,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from .transitions import ServerState, server_accepts, server_next
+
+
+class ServerRound:
+    """The server for one round over ``cohort`` with vectors of length ``dim``."""
+
+    def __init__(
+        self,
+        config: RoundConfig,
+        cohort: Sequence[int],
+        dim: int,
+        *,
+        session_id: bytes | None = None,
+        round: int = 0,  # noqa: A002 - the protocol's round number
+        registry: Mapping[int, VerifyKey] | None = None,
+    ) -> None:
+        if not isinstance(config, RoundConfig):
+            raise LocalProtocolError("config must be a RoundConfig")
+        ids = tuple(sorted(cohort))
+        if len(set(ids)) != len(ids) or any(
+            isinstance(u, bool) or not isinstance(u, int) or not 0 <= u <= MAX_CLIENT_ID
+            for u in ids
+        ):
+            raise LocalProtocolError("cohort must be distinct client ids in [0, 2^32 - 2]")
+        self.params = config.resolve(len(ids))
+        self.config, self.cohort, self.dim = config, ids, dim
+        self.mode = config.mode
+        if config.mode == "malicious" and (registry is None or any(u not in registry
+                                                                    for u in ids)):
+            raise LocalProtocolError("malicious mode needs a registry covering the cohort")
+        self.registry = registry
+        self.ring = Ring(config.bits)
+        self.session_id = session_id if session_id is not None else secrets.token_bytes(32)
+        if not isinstance(self.session_id, bytes) or len(self.session_id) != SESSION_ID_BYTES:
+            raise LocalProtocolError("session_id must be 32 bytes")
+        self.round = round
+        self.graph_seed = derive_graph_seed(self.session_id, round, ids)
+        self.graph = harary_graph(ids, self.params.neighbours, seed=self.graph_seed)
+        self.state = ServerState.SETUP
+        self.keys: dict[int, AdvertiseKeys] = {}
+        self.share_msgs: dict[int, ShareKeys] = {}
+        self.acc: np.ndarray | None = None
+        self.u3: set[int] = set()
+        self.signatures: dict[int, bytes] = {}
+        self.requests: dict[int, UnmaskRequest] = {}
+        self.responses: dict[int, UnmaskResponse] = {}
+        self.aggregate: np.ndarray | None = None
+        self.abort: RoundAborted | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+    @property
+    def t(self) -> int:
+        return self.params.threshold
+
+    def _abort(self, reason: str, detail: str = "") -> RoundAborted:
+        stage = self.state.value
+        self.state = ServerState.ABORTED
+        self.abort = RoundAborted(stage, reason, detail)
+        return self.abort
+
+    def _refuse(self, m: Message, why: str) -> RemoteProtocolError:
+        return RemoteProtocolError(f"message from client {getattr(m, 'sender', '?')} refused "
+                                   f"in {self.state.value}: {why}")
+
+    @property
+    def u1(self) -> frozenset[int]:
+        return frozenset(self.keys)
+
+    @property
+    def u2(self) -> frozenset[int]:
+        return frozenset(self.share_msgs)
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self) -> list[Message]:
+        """Round 0: the Setup message for every cohort member."""
+        nxt = server_next(self.mode, self.state)
+        p = self.params
+        out = [Setup(self.session_id, self.round, u, self.cohort, p.neighbours, p.threshold,
+                     self.dim, self.config.bits, self.mode, p.min_survivors, self.graph_seed)
+               for u in self.cohort]
+        self.state = nxt
+        return out
+
+    # -- receiving -------------------------------------------------------------------------
+    def receive(self, m: Message) -> None:
+        """Accept one client message, or raise RemoteProtocolError and discard it."""
+        if self.state in (ServerState.DONE, ServerState.ABORTED):
+            raise self._refuse(m, "the round is over")
+        try:
+            server_accepts(self.state, type(m))
+        except LocalProtocolError as exc:
+            raise self._refuse(m, str(exc)) from None
+        if m.session_id != self.session_id or m.round != self.round:
+            raise self._refuse(m, "wrong session or round (replay)")
+        if m.sender not in self.graph.clients:
+            raise self._refuse(m, "sender is not in the cohort")
+        self._handlers[type(m)](self, m)
+
+    def _on_keys(self, m: AdvertiseKeys) -> None:
+        if m.sender in self.keys:
+            raise self._refuse(m, "duplicate AdvertiseKeys")
+        if self.mode == "malicious":
+            try:
+                self.registry[m.sender].verify(
+                    m.signature, advertise_bytes(self.session_id, self.round, m.sender, m.c_pk,
+                                                 m.s_pk), label=ADVERTISE_LABEL)
+            except SecAggError:
+                raise self._refuse(m, "bad key signature") from None
+        elif m.signature:
+            raise self._refuse(m, "unexpected signature in semi-honest mode")
+        self.keys[m.sender] = m
+
+    def _on_share_keys(self, m: ShareKeys) -> None:
+        if m.sender not in self.keys:
+            raise self._refuse(m, "sender did not advertise keys")
+        if m.sender in self.share_msgs:
+            raise self._refuse(m, "duplicate ShareKeys")
+        expected = self.graph.neighbours(m.sender) & self.u1
+        if frozenset(v for v, _ in m.ciphertexts) != expected:
+            raise self._refuse(m, "ciphertexts must address exactly the neighbours in U1")
+        self.share_msgs[m.sender] = m
+
+    def _on_masked(self, m: MaskedInput) -> None:
+        if m.sender not in self.share_msgs:
+            raise self._refuse(m, "sender did not share keys")
+        if m.sender in self.u3:
+            raise self._refuse(m, "duplicate MaskedInput")
+        y = m.vector
+        if y.dtype != self.ring.dtype or y.shape != (self.dim,):
+            raise self._refuse(m, f"vector must be {self.ring.dtype} of length {self.dim}")
+        try:
+            self.ring.validate(y, length=self.dim)
+        except SecAggError as exc:
+            raise self._refuse(m, str(exc)) from None
+        if self.acc is None:
+            self.acc = self.ring.zeros(self.dim)
+        np.add(self.acc, y, out=self.acc)
+        self.ring.reduce(self.acc, out=self.acc)
+        self.u3.add(m.sender)
+
+    def _on_signature(self, m: ConsistencySignature) -> None:
+        if m.sender not in self.u3 or m.sender in self.signatures:
+            raise self._refuse(m, "not a survivor, or a duplicate signature")
+        try:
+            self.registry[m.sender].verify(
+                m.signature, survivors_bytes(self.session_id, self.round, tuple(sorted(self.u3))),
+                label=CONSISTENCY_LABEL)
+        except SecAggError:
+            raise self._refuse(m, "consistency signature does not verify") from None
+        self.signatures[m.sender] = m.signature
+
+    def _on_unmask(self, m: UnmaskResponse) -> None:
+        req = self.requests.get(m.sender)
+        if req is None or m.sender in self.responses:
+            raise self._refuse(m, "no unmask request was sent to it, or a duplicate response")
+        if (tuple(o for o, _ in m.self_mask_shares) != req.alive
+                or tuple(o for o, _ in m.key_shares) != req.dead):
+            raise self._refuse(m, "shares do not match the request")
+        try:
+            for _, raw in m.self_mask_shares + m.key_shares:
+                sh = Share.from_bytes(raw)
+                if sh.x != m.sender + 1 or sh.threshold != self.t:
+                    raise self._refuse(m, "share with the wrong x-coordinate or threshold")
+        except SecAggError as exc:
+            raise self._refuse(m, f"malformed share: {exc}") from None
+        self.responses[m.sender] = m
+
+    _handlers = {
+        AdvertiseKeys: _on_keys,
+        ShareKeys: _on_share_keys,
+        MaskedInput: _on_masked,
+        ConsistencySignature: _on_signature,
+        UnmaskResponse: _on_unmask,
+    }
+
+    # -- closing stages ----------------------------------------------------------------------
+    def close_stage(self) -> list[Message]:
+        """The current stage's deadline passed: move on, or raise RoundAborted."""
+        if self.state in (ServerState.DONE, ServerState.ABORTED, ServerState.SETUP):
+            raise LocalProtocolError(f"can't close stage in state {self.state.value}")
+        handler = self._closers[self.state]
+        out = handler(self)
+        self.state = server_next(self.mode, self.state)
+        return out
+
+    def _need(self, have: int, reason: str) -> None:
+        if have < self.params.min_survivors:
+            raise self._abort(reason, f"{have} clients, minimum {self.params.min_survivors}")
+
+    def _close_keys(self) -> list[Message]:
+        u1 = self.u1
+        self._need(len(u1), "too-few-clients")
+        out = []
+        for u in sorted(u1):
+            nb = self.graph.neighbours(u) & u1
+            if len(nb) < self.t:
+                raise self._abort("neighbourhood-below-threshold",
+                                  f"client {u} has {len(nb)} neighbours with keys, t = {self.t}")
+            entries = tuple((v, self.keys[v].c_pk, self.keys[v].s_pk, self.keys[v].signature)
+                            for v in sorted(nb | {u}))
+            out.append(KeysBroadcast(self.session_id, self.round, u, entries))
+        return out
+
+    def _close_shares(self) -> list[Message]:
+        u2 = self.u2
+        self._need(len(u2), "too-few-clients")
+        inbox: dict[int, list[tuple[int, bytes]]] = {v: [] for v in u2}
+        for u in sorted(u2):
+            for v, ct in self.share_msgs[u].ciphertexts:
+                if v in inbox:
+                    inbox[v].append((u, ct))
+        return [SharesDelivery(self.session_id, self.round, v, tuple(inbox[v]))
+                for v in sorted(u2)]
+
+    def _close_masked(self) -> list[Message]:
+        self._need(len(self.u3), "too-few-survivors")
+        if self.mode == "malicious":
+            u3 = tuple(sorted(self.u3))
+            return [ConsistencyRequest(self.session_id, self.round, v, u3) for v in u3]
+        return self._unmask_requests(sorted(self.u3), ())
+
+    def _close_consistency(self) -> list[Message]:
+        if len(self.signatures) < self.t:
+            raise self._abort("too-few-signatures", f"{len(self.signatures)} < t = {self.t}")
+        sigs = tuple(sorted(self.signatures.items()))
+        return self._unmask_requests(sorted(self.signatures), sigs)
+
+    def _unmask_requests(self, recipients: list[int], sigs: tuple) -> list[Message]:
+        u2, u3 = self.u2, frozenset(self.u3)
+        out = []
+        for v in recipients:
+            nb = self.graph.neighbours(v) & u2
+            req = UnmaskRequest(self.session_id, self.round, v, tuple(sorted(nb & u3)),
+                                tuple(sorted(nb - u3)), sigs)
+            self.requests[v] = req
+            out.append(req)
+        return out
+
+    def _close_unmask(self) -> list[Message]:
+        u2, u3 = self.u2, frozenset(self.u3)
+        b_shares: dict[int, list[Share]] = {u: [] for u in u3}
+        s_shares: dict[int, list[Share]] = {}
+        for r in self.responses.values():
+            for owner, raw in r.self_mask_shares:
+                b_shares[owner].append(Share.from_bytes(raw))
+            for owner, raw in r.key_shares:
+                s_shares.setdefault(owner, []).append(Share.from_bytes(raw))
+        try:
+            seeds = [combine(b_shares[u], threshold=self.t) for u in sorted(u3)]
+            pairwise = []
+            mctx = KdfContext(self.session_id, self.round, PURPOSE_MASK)
+            for u in sorted(u2 - u3):
+                alive_nbrs = sorted(self.graph.neighbours(u) & u3)
+                if not alive_nbrs:
+                    continue
+                s_u = KeyPair.from_private_bytes(combine(s_shares.get(u, []), threshold=self.t))
+                if s_u.public_bytes != self.keys[u].s_pk:
+                    raise self._abort("bad-reconstruction", f"s_{u}^SK does not match s_{u}^PK")
+                for v in alive_nbrs:
+                    s_uv = agree(s_u, self.keys[v].s_pk, own_id=u, peer_id=v, context=mctx)
+                    pairwise.append(PairwiseMask(s_uv, pairwise_sign(v, u)))
+        except SecAggError as exc:
+            raise self._abort("cannot-reconstruct", str(exc)) from None
+        remove_masks(self.acc, ring=self.ring, self_seeds=seeds, pairwise=pairwise)
+        self.aggregate = self.acc
+        return []
+
+    _closers = {
+        ServerState.ADVERTISE_KEYS: _close_keys,
+        ServerState.SHARE_KEYS: _close_shares,
+        ServerState.MASKED_INPUT: _close_masked,
+        ServerState.CONSISTENCY_CHECK: _close_consistency,
+        ServerState.UNMASKING: _close_unmask,
+    }
+
+    @property
+    def survivors(self) -> frozenset[int]:
+        """U3: the clients whose inputs are in the aggregate."""
+        return frozenset(self.u3)
+
+    def retained_bytes(self) -> int:
+        """Bytes the server holds for the round: the running sum plus per-client state."""
+        acc = self.acc.nbytes if self.acc is not None else 0
+        keys = 100 * len(self.keys)
+        cts = sum(len(ct) + 8 for m in self.share_msgs.values() for _, ct in m.ciphertexts)
+        shares = sum(len(s) + 8 for r in self.responses.values()
+                     for _, s in r.self_mask_shares + r.key_shares)
+        return acc + keys + cts + shares

@@ -1,0 +1,186 @@
+"""One round in one process: the server and n clients exchanging real encoded bytes.
+
+The driver plays the network and the clock: it encodes every message with
+:mod:`protocol.wire`, decodes it at the receiver, applies the dropout schedule, and closes each
+stage once every live client has answered. A client listed under a stage in ``dropouts`` sends
+nothing from that stage on (it may have sent its previous message and then vanished).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from secagg import SigningKey
+
+from .client import ClientRound
+from .config import RoundConfig
+from .errors import ProtocolError, RemoteProtocolError
+from .messages import Message
+from .server import ServerRound
+from .transitions import STAGES
+from .wire import decode, encode
+
+
+@dataclass
+class Traffic:
+    """Messages and bytes one party sent and received in one stage."""
+
+    sent_messages: int = 0
+    sent_bytes: int = 0
+    received_messages: int = 0
+    received_bytes: int = 0
+
+
+@dataclass
+class StageRecord:
+    server: Traffic = field(default_factory=Traffic)
+    clients: dict[int, Traffic] = field(default_factory=dict)
+    seconds: float = 0.0
+    refused: list[str] = field(default_factory=list)  # messages a receiver refused, and why
+
+    def client(self, u: int) -> Traffic:
+        return self.clients.setdefault(u, Traffic())
+
+
+@dataclass
+class Transcript:
+    """Per stage (the names in STAGES): the server's messages that open the stage, the clients'
+    replies, and the messages a receiver refused."""
+
+    stages: dict[str, StageRecord] = field(default_factory=dict)
+
+    def bytes_sent_by(self, u: int) -> int:
+        return sum(s.clients[u].sent_bytes for s in self.stages.values() if u in s.clients)
+
+    def bytes_received_by(self, u: int) -> int:
+        return sum(s.clients[u].received_bytes for s in self.stages.values() if u in s.clients)
+
+
+@dataclass
+class SimulationResult:
+    aggregate: np.ndarray
+    survivors: frozenset[int]
+    transcript: Transcript
+    params: object
+    server_retained_bytes: int = 0
+
+
+Hook = Callable[[str, list[Message]], list[Message]]
+
+
+def simulate_round(
+    inputs: np.ndarray,
+    config: RoundConfig | None = None,
+    dropouts: Mapping[str, Iterable[int]] | None = None,
+    seed: int | None = None,
+    *,
+    server_factory: Callable[..., ServerRound] = ServerRound,
+    server_hook: Hook | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> SimulationResult:
+    """Run one round over the rows of ``inputs`` ((n, d) integers in [0, 2^bits)).
+
+    ``seed`` fixes only public values (the session id, hence the graph ordering); every key,
+    mask seed and Shamir coefficient still comes from the operating system's CSPRNG.
+    ``server_hook(stage, messages)`` may rewrite the server's outgoing messages (tests use it
+    to play an adversarial server). Raises a :class:`ProtocolError` subclass on abort.
+    """
+    config = config if config is not None else RoundConfig()
+    if not isinstance(inputs, np.ndarray) or inputs.ndim != 2:
+        raise ProtocolError("inputs must be a 2-D (n, d) integer numpy array")
+    n, d = inputs.shape
+    schedule = _schedule(dropouts, n)
+    session = None if seed is None else hashlib.sha256(b"simulate" + str(seed).encode()).digest()
+    identities = registry = None
+    if config.mode == "malicious":
+        identities = {u: SigningKey.generate() for u in range(n)}
+        registry = {u: k.verify_key for u, k in identities.items()}
+    server = server_factory(config, range(n), d, session_id=session, registry=registry)
+    clients = {u: ClientRound(u, input=np.ascontiguousarray(inputs[u]),
+                              identity=identities[u] if identities else None,
+                              registry=registry) for u in range(n)}
+    transcript = Transcript()
+    gone: set[int] = set()
+
+    def deliver(stage: str, outgoing: list[Message]) -> list[bytes]:
+        """Server -> clients; returns the encoded replies of clients still alive."""
+        rec = transcript.stages.setdefault(stage, StageRecord())
+        if server_hook is not None:
+            outgoing = server_hook(stage, outgoing)
+        replies: list[bytes] = []
+        for i, msg in enumerate(outgoing):
+            data = encode(msg)
+            rec.server.sent_messages += 1
+            rec.server.sent_bytes += len(data)
+            u = msg.recipient
+            if u in gone or u in schedule.get(stage, ()):
+                gone.add(u)  # dropped: receives nothing more, sends nothing from here on
+                continue
+            t = rec.client(u)
+            t.received_messages += 1
+            t.received_bytes += len(data)
+            try:
+                answers = clients[u].receive(decode(data))
+            except RemoteProtocolError as exc:
+                rec.refused.append(str(exc))
+                gone.add(u)  # a refusing client is out of the round
+                continue
+            for a in answers:
+                raw = encode(a)
+                t.sent_messages += 1
+                t.sent_bytes += len(raw)
+                replies.append(raw)
+            if progress:
+                progress(stage, i + 1, len(outgoing))
+        return replies
+
+    def collect(stage: str, replies: list[bytes]) -> None:
+        rec = transcript.stages[stage]
+        for raw in replies:
+            rec.server.received_messages += 1
+            rec.server.received_bytes += len(raw)
+            try:
+                server.receive(decode(raw))
+            except RemoteProtocolError as exc:
+                rec.refused.append(str(exc))
+
+    # Each stage is opened by the server's messages (Setup opens advertise_keys, the key
+    # broadcast opens share_keys, ...) and closed after the live clients' replies.
+    stages = [st for st in STAGES if config.mode == "malicious" or st != "consistency_check"]
+    outgoing = server.start()
+    for stage in stages:
+        t0 = time.perf_counter()
+        collect(stage, deliver(stage, outgoing))
+        outgoing = server.close_stage()
+        transcript.stages[stage].seconds = time.perf_counter() - t0
+    assert server.aggregate is not None
+    return SimulationResult(server.aggregate.copy(), server.survivors, transcript, server.params,
+                            server.retained_bytes())
+
+
+def _schedule(dropouts: Mapping[str, Iterable[int]] | None, n: int) -> dict[str, set[int]]:
+    if dropouts is None:
+        return {}
+    if not isinstance(dropouts, Mapping):
+        raise ProtocolError("dropouts must map stage names to sets of client indices")
+    out: dict[str, set[int]] = {}
+    for stage, ids in dropouts.items():
+        if stage not in STAGES:
+            raise ProtocolError(f"unknown dropout stage {stage!r}; stages are {STAGES}")
+        ids = set(ids)
+        bad = [u for u in ids if isinstance(u, bool) or not isinstance(u, int)
+               or not 0 <= u < n]
+        if bad:
+            raise ProtocolError(f"dropouts[{stage!r}] names clients outside [0, {n}): {bad[:5]}")
+        out[stage] = ids
+    # "sends nothing from that stage on": a client dropped at a stage is gone in later ones
+    acc: set[int] = set()
+    for stage in STAGES:
+        acc |= out.get(stage, set())
+        out[stage] = set(acc)
+    return out

@@ -1,0 +1,104 @@
+"""The transition table of one round, for the client and the server (the one owner of it).
+
+In the manner of h11's ``_state.py``: states are enums, legal moves are table entries, and an
+illegal move raises ``LocalProtocolError("can't handle X in state Y")``. Stages follow
+Bonawitz et al. (CCS 2017) section 4, with ConsistencyCheck only in malicious mode.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from .errors import LocalProtocolError
+from .messages import (
+    AdvertiseKeys,
+    ConsistencyRequest,
+    ConsistencySignature,
+    KeysBroadcast,
+    MaskedInput,
+    Message,
+    Setup,
+    ShareKeys,
+    SharesDelivery,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+
+#: Stage names, in order; dropout schedules and abort reasons use them.
+STAGES = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
+
+
+class ClientState(Enum):
+    IDLE = "idle"
+    AWAIT_KEYS = "await-keys"
+    AWAIT_SHARES = "await-shares"
+    MASKED = "masked"
+    SIGNED = "signed"
+    DONE = "done"
+    ERROR = "error"
+
+
+class ServerState(Enum):
+    SETUP = "setup"
+    ADVERTISE_KEYS = "advertise_keys"
+    SHARE_KEYS = "share_keys"
+    MASKED_INPUT = "masked_input"
+    CONSISTENCY_CHECK = "consistency_check"
+    UNMASKING = "unmasking"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+ANY = "*"
+S, C = ServerState, ClientState
+
+#: (mode, state, received message type) -> next state, for a client.
+CLIENT_TRANSITIONS: dict[tuple[str, ClientState, type[Message]], ClientState] = {
+    (ANY, C.IDLE, Setup): C.AWAIT_KEYS,
+    (ANY, C.AWAIT_KEYS, KeysBroadcast): C.AWAIT_SHARES,
+    (ANY, C.AWAIT_SHARES, SharesDelivery): C.MASKED,
+    ("semi-honest", C.MASKED, UnmaskRequest): C.DONE,
+    ("malicious", C.MASKED, ConsistencyRequest): C.SIGNED,
+    ("malicious", C.SIGNED, UnmaskRequest): C.DONE,
+}
+
+#: server state -> the one client message type it accepts in that state.
+SERVER_ACCEPTS: dict[ServerState, type[Message]] = {
+    S.ADVERTISE_KEYS: AdvertiseKeys,
+    S.SHARE_KEYS: ShareKeys,
+    S.MASKED_INPUT: MaskedInput,
+    S.CONSISTENCY_CHECK: ConsistencySignature,
+    S.UNMASKING: UnmaskResponse,
+}
+
+#: (mode, state) -> next state when the stage closes (the "start" event for SETUP).
+SERVER_TRANSITIONS: dict[tuple[str, ServerState], ServerState] = {
+    (ANY, S.SETUP): S.ADVERTISE_KEYS,
+    (ANY, S.ADVERTISE_KEYS): S.SHARE_KEYS,
+    (ANY, S.SHARE_KEYS): S.MASKED_INPUT,
+    ("semi-honest", S.MASKED_INPUT): S.UNMASKING,
+    ("malicious", S.MASKED_INPUT): S.CONSISTENCY_CHECK,
+    ("malicious", S.CONSISTENCY_CHECK): S.UNMASKING,
+    (ANY, S.UNMASKING): S.DONE,
+}
+
+
+def client_next(mode: str, state: ClientState, event: type[Message]) -> ClientState:
+    nxt = CLIENT_TRANSITIONS.get((mode, state, event)) or CLIENT_TRANSITIONS.get(
+        (ANY, state, event)
+    )
+    if nxt is None:
+        raise LocalProtocolError(f"can't handle {event.__name__} in state {state.value}")
+    return nxt
+
+
+def server_accepts(state: ServerState, event: type[Message]) -> None:
+    if SERVER_ACCEPTS.get(state) is not event:
+        raise LocalProtocolError(f"can't handle {event.__name__} in state {state.value}")
+
+
+def server_next(mode: str, state: ServerState) -> ServerState:
+    nxt = SERVER_TRANSITIONS.get((mode, state)) or SERVER_TRANSITIONS.get((ANY, state))
+    if nxt is None:
+        raise LocalProtocolError(f"can't close stage in state {state.value}")
+    return nxt
