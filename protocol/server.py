@@ -125,6 +125,8 @@ class ServerRound:
     # -- start -----------------------------------------------------------------------------
     def start(self) -> list[Message]:
         """Round 0: the Setup message for every cohort member."""
+        if self.state is not ServerState.SETUP:
+            raise LocalProtocolError(f"can't start in state {self.state.value}")
         nxt = server_next(self.mode, self.state)
         p = self.params
         out = [Setup(self.session_id, self.round, u, self.cohort, p.neighbours, p.threshold,
@@ -266,6 +268,15 @@ class ServerRound:
 
     def _close_masked(self) -> list[Message]:
         self._need(len(self.u3), "too-few-survivors")
+        # Abort before any share is requested if some mask could never be removed: b_u needs t
+        # surviving neighbours of each survivor u, s_u^SK needs t for each dropped u that has
+        # surviving neighbours (its pairwise masks are in their inputs).
+        u3 = frozenset(self.u3)
+        for u in sorted(self.u2):
+            alive = len(self.graph.neighbours(u) & u3)
+            if (u in u3 or alive) and alive < self.t:
+                raise self._abort("unrecoverable-dropout",
+                                  f"client {u} has {alive} surviving neighbours, t = {self.t}")
         if self.mode == "malicious":
             u3 = tuple(sorted(self.u3))
             return [ConsistencyRequest(self.session_id, self.round, v, u3) for v in u3]

@@ -73,7 +73,7 @@ class SimulationResult:
 Hook = Callable[[str, list[Message]], list[Message]]
 
 
-def simulate_round(
+def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of stages
     inputs: np.ndarray,
     config: RoundConfig | None = None,
     dropouts: Mapping[str, Iterable[int]] | None = None,
@@ -169,10 +169,10 @@ def _schedule(dropouts: Mapping[str, Iterable[int]] | None, n: int) -> dict[str,
     if not isinstance(dropouts, Mapping):
         raise ProtocolError("dropouts must map stage names to sets of client indices")
     out: dict[str, set[int]] = {}
-    for stage, ids in dropouts.items():
+    for stage, listed in dropouts.items():
         if stage not in STAGES:
             raise ProtocolError(f"unknown dropout stage {stage!r}; stages are {STAGES}")
-        ids = set(ids)
+        ids = set(listed)
         bad = [u for u in ids if isinstance(u, bool) or not isinstance(u, int)
                or not 0 <= u < n]
         if bad:

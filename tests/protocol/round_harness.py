@@ -1,0 +1,66 @@
+"""Drive a real server and real clients up to a stage, for tests that tamper with one message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from protocol import ClientRound, RoundConfig, ServerRound, decode, encode
+from protocol.messages import Message
+from secagg import SigningKey
+
+ORDER = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
+
+
+@dataclass
+class Round:
+    server: ServerRound
+    clients: dict[int, ClientRound]
+    inputs: np.ndarray
+    outgoing: list[Message]  # the server messages that open the stage we stopped at
+    identities: dict | None
+    log: list[bytes]  # every encoded message exchanged so far, in order
+
+    def by_recipient(self) -> dict[int, Message]:
+        return {m.recipient: m for m in self.outgoing}
+
+    def answer(self, messages: list[Message], skip=()) -> None:
+        """Clients answer ``messages`` (through the wire); the server receives the replies."""
+        for m in messages:
+            if m.recipient in skip:
+                continue
+            self.log.append(encode(m))
+            for reply in self.clients[m.recipient].receive(decode(self.log[-1])):
+                self.log.append(encode(reply))
+                self.server.receive(decode(self.log[-1]))
+
+
+def run_until(stage: str, *, n: int = 8, dim: int = 16, mode: str = "semi-honest",
+              bits: int = 32, drop: dict[str, set[int]] | None = None, **cfg) -> Round:
+    """Run the round until the server has produced the messages that open ``stage``."""
+    config = RoundConfig(bits=bits, mode=mode, **cfg)
+    identities = registry = None
+    if mode == "malicious":
+        identities = {u: SigningKey.generate() for u in range(n)}
+        registry = {u: k.verify_key for u, k in identities.items()}
+    rng = np.random.default_rng(1)
+    ring_max = 1 << bits
+    inputs = rng.integers(0, ring_max, size=(n, dim), dtype=np.uint64)
+    inputs = inputs.astype(np.uint32 if bits <= 32 else np.uint64)
+    server = ServerRound(config, range(n), dim, registry=registry)
+    clients = {u: ClientRound(u, input=inputs[u].copy(),
+                              identity=identities[u] if identities else None, registry=registry)
+               for u in range(n)}
+    r = Round(server, clients, inputs, server.start(), identities, [])
+    drop = drop or {}
+    gone: set[int] = set()
+    for st in ORDER:
+        if st == "consistency_check" and mode != "malicious":
+            continue
+        if st == stage:
+            return r
+        gone |= drop.get(st, set())
+        r.answer(r.outgoing, skip=gone)
+        r.outgoing = server.close_stage()
+    raise ValueError(stage)

@@ -1,0 +1,215 @@
+"""Every client-side check of DESIGN.md section 4, each triggered by tampering one real
+server message; the client refuses with RemoteProtocolError and stays in ERROR."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from round_harness import run_until
+
+from protocol import ClientState, InputError, LocalProtocolError, RemoteProtocolError
+from protocol.messages import UnmaskResponse
+
+
+def refuse(r, msg, match, to=None):
+    client = r.clients[msg.recipient if to is None else to]
+    with pytest.raises(RemoteProtocolError, match=match):
+        client.receive(msg)
+    assert client.state is ClientState.ERROR
+    with pytest.raises(LocalProtocolError, match="ERROR"):  # and it stays there
+        client.receive(msg)
+
+
+def first(r):
+    return r.outgoing[0]
+
+
+def some_neighbour(r, u, pool):
+    return next(v for v in sorted(r.server.graph.neighbours(u)) if v in pool)
+
+
+# --- Setup -------------------------------------------------------------------------------
+def test_not_in_cohort_or_wrong_recipient():
+    r = run_until("advertise_keys")
+    m = first(r)
+    refuse(r, dataclasses.replace(m, recipient=m.recipient + 1), "addressed to", to=m.recipient)
+    r = run_until("advertise_keys")
+    m = first(r)
+    cohort = tuple(u for u in m.cohort if u != m.recipient) + (99,)
+    other = dataclasses.replace(m, cohort=tuple(sorted(cohort)))
+    refuse(r, other, "not in the cohort")
+
+
+def test_graph_seed_must_be_derived():
+    r = run_until("advertise_keys")
+    refuse(r, dataclasses.replace(first(r), graph_seed=bytes(32)), "graph seed")
+
+
+def test_replayed_session_is_refused():
+    r = run_until("share_keys")
+    u = 0
+    setup = r.clients[u].setup
+    with pytest.raises(RemoteProtocolError):  # a Setup in the middle of a round: wrong state
+        r.clients[u].receive(setup)
+    from protocol import ClientRound
+
+    used: set[bytes] = set()
+    c = ClientRound(u, input=r.inputs[u].copy(), used_sessions=used)
+    c.receive(setup)
+    c2 = ClientRound(u, input=r.inputs[u].copy(), used_sessions=used)
+    with pytest.raises(RemoteProtocolError, match="replayed session"):
+        c2.receive(setup)
+
+
+# --- keys -----------------------------------------------------------------------------------
+def test_own_key_missing_or_misreported():
+    r = run_until("share_keys")
+    m = first(r)
+    refuse(r, dataclasses.replace(m, keys=tuple(e for e in m.keys if e[0] != m.recipient)),
+           "own key missing")
+    r = run_until("share_keys")
+    m = first(r)
+    keys = tuple((v, bytes([7]) * 32, s, sig) if v == m.recipient else (v, c, s, sig)
+                 for v, c, s, sig in m.keys)
+    refuse(r, dataclasses.replace(m, keys=keys), "own key misreported")
+
+
+def test_duplicate_keys():
+    r = run_until("share_keys")
+    m = first(r)
+    others = [e for e in m.keys if e[0] != m.recipient]
+    dup = others[1][1]
+    keys = tuple((v, dup, s, sig) if v == others[0][0] else (v, c, s, sig)
+                 for v, c, s, sig in m.keys)
+    refuse(r, dataclasses.replace(m, keys=keys), "duplicate public key")
+
+
+def test_keys_of_non_neighbours():
+    r = run_until("share_keys", n=12)
+    m = first(r)
+    stranger = next(v for v in range(12) if v != m.recipient
+                    and v not in r.server.graph.neighbours(m.recipient))
+    keys = tuple(sorted(m.keys + ((stranger, bytes([9]) * 32, bytes([8]) * 32, b""),)))
+    refuse(r, dataclasses.replace(m, keys=keys), "not neighbours")
+
+
+def test_missing_keys_below_threshold():
+    r = run_until("share_keys", n=12)
+    m = first(r)
+    t = r.server.t
+    keep = [e for e in m.keys if e[0] == m.recipient] + [
+        e for e in m.keys if e[0] != m.recipient][: t - 1]
+    refuse(r, dataclasses.replace(m, keys=tuple(sorted(keep))), "advertised keys")
+
+
+# --- shares -----------------------------------------------------------------------------------
+def test_replayed_ciphertext_from_another_round_is_refused():
+    old = run_until("masked_input")
+    r = run_until("masked_input")
+    m = first(r)
+    stale = {v: ct for v, ct in old.by_recipient()[m.recipient].ciphertexts}
+    cts = tuple((v, stale.get(v, ct)) for v, ct in m.ciphertexts)
+    refuse(r, dataclasses.replace(m, ciphertexts=cts), "decryption failed")
+
+
+def test_ciphertext_readdressed_from_another_client_is_refused():
+    r = run_until("masked_input")
+    m = first(r)
+    (v1, ct1), (v2, ct2) = m.ciphertexts[:2]
+    swapped = tuple((v, ct2 if v == v1 else ct1 if v == v2 else ct) for v, ct in m.ciphertexts)
+    refuse(r, dataclasses.replace(m, ciphertexts=swapped), "decryption failed")
+
+
+def test_shares_from_a_non_neighbour():
+    r = run_until("masked_input", n=12)
+    m = first(r)
+    stranger = next(v for v in range(12) if v != m.recipient
+                    and v not in r.server.graph.neighbours(m.recipient))
+    cts = tuple(sorted(m.ciphertexts + ((stranger, bytes(60)),)))
+    refuse(r, dataclasses.replace(m, ciphertexts=cts), "not a neighbour")
+
+
+# --- unmasking ----------------------------------------------------------------------------
+def test_neighbour_listed_alive_and_dead():
+    r = run_until("unmasking", drop={"masked_input": {3}})
+    m = next(x for x in r.outgoing if x.dead or len(x.alive) > 1)
+    v = m.alive[0]
+    refuse(r, dataclasses.replace(m, dead=tuple(sorted(set(m.dead) | {v}))),
+           "both alive and dead")
+
+
+def test_dead_list_naming_this_client():
+    r = run_until("unmasking")
+    m = first(r)
+    refuse(r, dataclasses.replace(m, dead=tuple(sorted(set(m.dead) | {m.recipient}))),
+           "names this client")
+
+
+def test_unknown_client_in_request():
+    r = run_until("unmasking", n=12)
+    m = first(r)
+    refuse(r, dataclasses.replace(m, alive=tuple(sorted(set(m.alive) | {77}))), "unknown")
+
+
+def test_survivors_not_subset_of_earlier_set():
+    """A neighbour that dropped in ShareKeys (not in U2) cannot reappear as alive or dead."""
+    r = run_until("unmasking", n=10, drop={"share_keys": {4}})
+    m = next(x for x in r.outgoing if 4 in r.server.graph.neighbours(x.recipient))
+    refuse(r, dataclasses.replace(m, dead=tuple(sorted(set(m.dead) | {4}))), "unknown")
+
+
+def test_unaccounted_neighbour():
+    r = run_until("unmasking")
+    m = first(r)
+    refuse(r, dataclasses.replace(m, alive=m.alive[1:]), "unaccounted")
+
+
+def test_fewer_than_t_alive_neighbours():
+    r = run_until("unmasking", n=10)
+    m = first(r)
+    t = r.server.t
+    moved = m.alive[: len(m.alive) - t + 1]
+    refuse(r, dataclasses.replace(m, alive=tuple(v for v in m.alive if v not in moved),
+                                  dead=tuple(sorted(set(m.dead) | set(moved)))), "alive neighbours")
+
+
+def test_second_unmasking_request_is_refused():
+    r = run_until("unmasking")
+    m = first(r)
+    client = r.clients[m.recipient]
+    out = client.receive(m)
+    assert isinstance(out[0], UnmaskResponse)
+    with pytest.raises(RemoteProtocolError, match="UnmaskRequest in state done"):
+        client.receive(m)
+    assert client.state is ClientState.ERROR
+
+
+def test_message_of_another_round_is_refused():
+    r = run_until("unmasking")
+    m = first(r)
+    refuse(r, dataclasses.replace(m, round=m.round + 1), "another session or round")
+    r = run_until("unmasking")
+    refuse(r, dataclasses.replace(first(r), session_id=bytes(32)), "another session or round")
+
+
+def test_never_both_shares_for_one_neighbour():
+    r = run_until("unmasking", drop={"masked_input": {2}})
+    for m in r.outgoing:
+        resp = r.clients[m.recipient].receive(m)[0]
+        alive = {o for o, _ in resp.self_mask_shares}
+        dead = {o for o, _ in resp.key_shares}
+        assert not alive & dead
+        assert alive == set(m.alive) and dead == set(m.dead)
+
+
+# --- local errors -------------------------------------------------------------------------
+def test_wrong_input_is_a_local_error():
+    r = run_until("advertise_keys")
+    m = first(r)
+    c = r.clients[m.recipient]
+    c._input = np.zeros(5, dtype=np.uint32)  # the wrong length for dim = 16
+    with pytest.raises(InputError, match="length 5, expected 16"):
+        c.receive(m)
+    assert c.state is ClientState.ERROR
