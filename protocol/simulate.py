@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import tracemalloc
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -68,6 +69,7 @@ class SimulationResult:
     transcript: Transcript
     params: object
     server_retained_bytes: int = 0
+    server_peak_bytes: int | None = None  # measured only with track_memory=True
 
 
 Hook = Callable[[str, list[Message]], list[Message]]
@@ -82,13 +84,16 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
     server_factory: Callable[..., ServerRound] = ServerRound,
     server_hook: Hook | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    track_memory: bool = False,
 ) -> SimulationResult:
     """Run one round over the rows of ``inputs`` ((n, d) integers in [0, 2^bits)).
 
     ``seed`` fixes only public values (the session id, hence the graph ordering); every key,
     mask seed and Shamir coefficient still comes from the operating system's CSPRNG.
     ``server_hook(stage, messages)`` may rewrite the server's outgoing messages (tests use it
-    to play an adversarial server). Raises a :class:`ProtocolError` subclass on abort.
+    to play an adversarial server). ``track_memory`` measures the server's peak memory with
+    tracemalloc: its retained state plus what each of its calls allocates (slower).
+    Raises a :class:`ProtocolError` subclass on abort.
     """
     config = config if config is not None else RoundConfig()
     if not isinstance(inputs, np.ndarray) or inputs.ndim != 2:
@@ -106,6 +111,20 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
                               registry=registry) for u in range(n)}
     transcript = Transcript()
     gone: set[int] = set()
+    peak = [0]
+
+    def on_server(call, *args):
+        """Run one server call, tracking its memory when asked."""
+        if not track_memory:
+            return call(*args)
+        before = tracemalloc.get_traced_memory()[0]
+        retained = server.retained_bytes()
+        tracemalloc.reset_peak()
+        try:
+            return call(*args)
+        finally:
+            during = tracemalloc.get_traced_memory()[1] - before
+            peak[0] = max(peak[0], retained + during, server.retained_bytes())
 
     def deliver(stage: str, outgoing: list[Message]) -> list[bytes]:
         """Server -> clients; returns the encoded replies of clients still alive."""
@@ -114,6 +133,8 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
             outgoing = server_hook(stage, outgoing)
         replies: list[bytes] = []
         for i, msg in enumerate(outgoing):
+            if progress:
+                progress(stage, i + 1, len(outgoing))
             data = encode(msg)
             rec.server.sent_messages += 1
             rec.server.sent_bytes += len(data)
@@ -135,8 +156,6 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
                 t.sent_messages += 1
                 t.sent_bytes += len(raw)
                 replies.append(raw)
-            if progress:
-                progress(stage, i + 1, len(outgoing))
         return replies
 
     def collect(stage: str, replies: list[bytes]) -> None:
@@ -145,22 +164,28 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
             rec.server.received_messages += 1
             rec.server.received_bytes += len(raw)
             try:
-                server.receive(decode(raw))
+                on_server(server.receive, decode(raw))
             except RemoteProtocolError as exc:
                 rec.refused.append(str(exc))
 
     # Each stage is opened by the server's messages (Setup opens advertise_keys, the key
     # broadcast opens share_keys, ...) and closed after the live clients' replies.
     stages = [st for st in STAGES if config.mode == "malicious" or st != "consistency_check"]
-    outgoing = server.start()
-    for stage in stages:
-        t0 = time.perf_counter()
-        collect(stage, deliver(stage, outgoing))
-        outgoing = server.close_stage()
-        transcript.stages[stage].seconds = time.perf_counter() - t0
+    if track_memory:
+        tracemalloc.start()
+    try:
+        outgoing = server.start()
+        for stage in stages:
+            t0 = time.perf_counter()
+            collect(stage, deliver(stage, outgoing))
+            outgoing = on_server(server.close_stage)
+            transcript.stages[stage].seconds = time.perf_counter() - t0
+    finally:
+        if track_memory:
+            tracemalloc.stop()
     assert server.aggregate is not None
     return SimulationResult(server.aggregate.copy(), server.survivors, transcript, server.params,
-                            server.retained_bytes())
+                            server.retained_bytes(), peak[0] if track_memory else None)
 
 
 def _schedule(dropouts: Mapping[str, Iterable[int]] | None, n: int) -> dict[str, set[int]]:
