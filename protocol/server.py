@@ -96,6 +96,7 @@ class ServerRound:
         self.signatures: dict[int, bytes] = {}
         self.requests: dict[int, UnmaskRequest] = {}
         self.responses: dict[int, UnmaskResponse] = {}
+        self.parsed: dict[int, tuple[list[tuple[int, Share]], list[tuple[int, Share]]]] = {}
         self.aggregate: np.ndarray | None = None
         self.abort: RoundAborted | None = None
 
@@ -211,13 +212,14 @@ class ServerRound:
                 or tuple(o for o, _ in m.key_shares) != req.dead):
             raise self._refuse(m, "shares do not match the request")
         try:
-            for _, raw in m.self_mask_shares + m.key_shares:
-                sh = Share.from_bytes(raw)
-                if sh.x != m.sender + 1 or sh.threshold != self.t:
-                    raise self._refuse(m, "share with the wrong x-coordinate or threshold")
+            alive = [(o, Share.from_bytes(raw)) for o, raw in m.self_mask_shares]
+            dead = [(o, Share.from_bytes(raw)) for o, raw in m.key_shares]
         except SecAggError as exc:
             raise self._refuse(m, f"malformed share: {exc}") from None
+        if any(sh.x != m.sender + 1 or sh.threshold != self.t for _, sh in alive + dead):
+            raise self._refuse(m, "share with the wrong x-coordinate or threshold")
         self.responses[m.sender] = m
+        self.parsed[m.sender] = (alive, dead)
 
     _handlers = {
         AdvertiseKeys: _on_keys,
@@ -303,11 +305,11 @@ class ServerRound:
         u2, u3 = self.u2, frozenset(self.u3)
         b_shares: dict[int, list[Share]] = {u: [] for u in u3}
         s_shares: dict[int, list[Share]] = {}
-        for r in self.responses.values():
-            for owner, raw in r.self_mask_shares:
-                b_shares[owner].append(Share.from_bytes(raw))
-            for owner, raw in r.key_shares:
-                s_shares.setdefault(owner, []).append(Share.from_bytes(raw))
+        for alive, dead in self.parsed.values():
+            for owner, sh in alive:
+                b_shares[owner].append(sh)
+            for owner, sh in dead:
+                s_shares.setdefault(owner, []).append(sh)
         try:
             seeds = [combine(b_shares[u], threshold=self.t) for u in sorted(u3)]
             pairwise = []

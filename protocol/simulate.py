@@ -35,6 +35,7 @@ class Traffic:
     sent_bytes: int = 0
     received_messages: int = 0
     received_bytes: int = 0
+    seconds: float = 0.0  # time inside this party's protocol calls (encoding excluded)
 
 
 @dataclass
@@ -60,6 +61,12 @@ class Transcript:
 
     def bytes_received_by(self, u: int) -> int:
         return sum(s.clients[u].received_bytes for s in self.stages.values() if u in s.clients)
+
+    def client_seconds(self, u: int) -> float:
+        return sum(s.clients[u].seconds for s in self.stages.values() if u in s.clients)
+
+    def server_seconds(self) -> float:
+        return sum(s.server.seconds for s in self.stages.values())
 
 
 @dataclass
@@ -113,25 +120,30 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
     gone: set[int] = set()
     peak = [0]
 
-    def on_server(call, *args):
-        """Run one server call, tracking its memory when asked."""
+    def on_server(rec: StageRecord, call, *args):
+        """Run one server call, timing it and, when asked, tracking its memory."""
+        t0 = time.perf_counter()
         if not track_memory:
-            return call(*args)
+            try:
+                return call(*args)
+            finally:
+                rec.server.seconds += time.perf_counter() - t0
         before = tracemalloc.get_traced_memory()[0]
         retained = server.retained_bytes()
         tracemalloc.reset_peak()
         try:
             return call(*args)
         finally:
+            rec.server.seconds += time.perf_counter() - t0
             during = tracemalloc.get_traced_memory()[1] - before
             peak[0] = max(peak[0], retained + during, server.retained_bytes())
 
-    def deliver(stage: str, outgoing: list[Message]) -> list[bytes]:
-        """Server -> clients; returns the encoded replies of clients still alive."""
+    def deliver(stage: str, outgoing: list[Message]) -> None:
+        """Server -> clients; each live client's replies go to the server as they are made, so
+        the server sums masked inputs as they arrive."""
         rec = transcript.stages.setdefault(stage, StageRecord())
         if server_hook is not None:
             outgoing = server_hook(stage, outgoing)
-        replies: list[bytes] = []
         for i, msg in enumerate(outgoing):
             if progress:
                 progress(stage, i + 1, len(outgoing))
@@ -145,28 +157,26 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
             t = rec.client(u)
             t.received_messages += 1
             t.received_bytes += len(data)
+            decoded = decode(data)
+            t0 = time.perf_counter()
             try:
-                answers = clients[u].receive(decode(data))
+                answers = clients[u].receive(decoded)
             except RemoteProtocolError as exc:
                 rec.refused.append(str(exc))
                 gone.add(u)  # a refusing client is out of the round
                 continue
+            finally:
+                t.seconds += time.perf_counter() - t0
             for a in answers:
                 raw = encode(a)
                 t.sent_messages += 1
                 t.sent_bytes += len(raw)
-                replies.append(raw)
-        return replies
-
-    def collect(stage: str, replies: list[bytes]) -> None:
-        rec = transcript.stages[stage]
-        for raw in replies:
-            rec.server.received_messages += 1
-            rec.server.received_bytes += len(raw)
-            try:
-                on_server(server.receive, decode(raw))
-            except RemoteProtocolError as exc:
-                rec.refused.append(str(exc))
+                rec.server.received_messages += 1
+                rec.server.received_bytes += len(raw)
+                try:
+                    on_server(rec, server.receive, decode(raw))
+                except RemoteProtocolError as exc:
+                    rec.refused.append(str(exc))
 
     # Each stage is opened by the server's messages (Setup opens advertise_keys, the key
     # broadcast opens share_keys, ...) and closed after the live clients' replies.
@@ -177,8 +187,8 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
         outgoing = server.start()
         for stage in stages:
             t0 = time.perf_counter()
-            collect(stage, deliver(stage, outgoing))
-            outgoing = on_server(server.close_stage)
+            deliver(stage, outgoing)
+            outgoing = on_server(transcript.stages[stage], server.close_stage)
             transcript.stages[stage].seconds = time.perf_counter() - t0
     finally:
         if track_memory:

@@ -77,11 +77,11 @@ class NeighbourGraph:
     ordering: tuple[int, ...]
     k: int
     _position: dict[int, int] = field(repr=False, compare=False)
+    clients: frozenset[int] = field(init=False, repr=False, compare=False)
     _cache: dict[int, frozenset[int]] = field(repr=False, compare=False, default_factory=dict)
 
-    @property
-    def clients(self) -> frozenset[int]:
-        return frozenset(self.ordering)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clients", frozenset(self.ordering))
 
     @property
     def n(self) -> int:

@@ -138,18 +138,47 @@ def split(
     return _split_with_coefficients(secret, coefficients, xs, secrets.token_bytes(DEALING_ID_BYTES))
 
 
-def _lagrange_at(points: Sequence[tuple[int, int]], at: int) -> int:
-    """Value at ``at`` of the polynomial through ``points`` (Lagrange interpolation mod p)."""
-    xs = [x for x, _ in points]
-    total = 0
-    for i, (xi, yi) in enumerate(points):
-        num, den = 1, 1
-        for j, xj in enumerate(xs):
-            if j != i:
-                num = num * (at - xj) % PRIME
-                den = den * (xi - xj) % PRIME
-        total = (total + yi * num * pow(den, -1, PRIME)) % PRIME
-    return total
+def _batch_inverse(values: Sequence[int]) -> list[int]:
+    """Inverses mod p of nonzero ``values`` with one exponentiation (Montgomery's trick)."""
+    prefix, acc = [], 1
+    for v in values:
+        prefix.append(acc)
+        acc = acc * v % PRIME
+    inv = pow(acc, -1, PRIME)
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inv * prefix[i] % PRIME
+        inv = inv * values[i] % PRIME
+    return out
+
+
+class _Interpolator:
+    """The polynomial through ``points`` (distinct x), evaluated in barycentric form:
+    f(a) = L(a) * sum_i w_i y_i / (a - x_i), L(a) = prod_j (a - x_j), w_i = 1 / prod_{j!=i}
+    (x_i - x_j). The weights are computed once; each evaluation costs O(t) multiplications and
+    one inversion, so checking m extra shares costs O(t^2 + m t), not O(m t^2) inversions."""
+
+    def __init__(self, points: Sequence[tuple[int, int]]) -> None:
+        self.xs = [x for x, _ in points]
+        dens = []
+        for i, xi in enumerate(self.xs):
+            d = 1
+            for j, xj in enumerate(self.xs):
+                if j != i:
+                    d = d * (xi - xj) % PRIME
+            dens.append(d)
+        self.wy = [w * y % PRIME for w, (_, y) in zip(_batch_inverse(dens), points, strict=True)]
+
+    def at(self, a: int) -> int:
+        """f(a) for an ``a`` that is not an interpolation point (0, or an extra share's x)."""
+        diffs = [(a - x) % PRIME for x in self.xs]
+        if 0 in diffs:
+            raise DuplicateShareError(f"x-coordinate {a} is already an interpolation point")
+        big_l = 1
+        for v in diffs:
+            big_l = big_l * v % PRIME
+        total = sum(wy * inv for wy, inv in zip(self.wy, _batch_inverse(diffs), strict=True))
+        return big_l * total % PRIME
 
 
 def combine(shares: Sequence[Share], *, threshold: int | None = None) -> bytes:
@@ -184,8 +213,8 @@ def combine(shares: Sequence[Share], *, threshold: int | None = None) -> bytes:
         raise ForeignShareError(f"shares were dealt with threshold {t}, expected {threshold}")
     if len(shares) < t:
         raise InsufficientSharesError(f"{len(shares)} shares given, threshold is {t}")
-    basis = [(s.x, s.y) for s in shares[:t]]
+    poly = _Interpolator([(s.x, s.y) for s in shares[:t]])
     for extra in shares[t:]:
-        if _lagrange_at(basis, extra.x) != extra.y:
+        if poly.at(extra.x) != extra.y:
             raise ForeignShareError(f"share at x={extra.x} is not on the dealt polynomial")
-    return _int_to_secret(_lagrange_at(basis, 0))
+    return _int_to_secret(poly.at(0))
