@@ -212,10 +212,12 @@ class ClientRound:
         b_sh = split(self.b_seed, threshold=s.threshold, xs=xs)
         s_sh = split(self.s_keys.private_bytes(), threshold=s.threshold, xs=xs)
         ctx = KdfContext(s.session_id, s.round, PURPOSE_SHARE_ENCRYPTION)
+        # One key per pair and direction-independent: kept to open the peer's shares later.
+        self.enc_keys = {v: agree(self.c_keys, self.peer_keys[v][0], own_id=self.id, peer_id=v,
+                                  context=ctx) for v in order}
         out = []
         for v, bs, ss in zip(order, b_sh, s_sh, strict=True):
-            key = agree(self.c_keys, self.peer_keys[v][0], own_id=self.id, peer_id=v, context=ctx)
-            out.append((v, encrypt(key, bs.to_bytes() + ss.to_bytes(),
+            out.append((v, encrypt(self.enc_keys[v], bs.to_bytes() + ss.to_bytes(),
                                    AeadContext(s.session_id, s.round, self.id, v))))
         return [ShareKeys(s.session_id, s.round, self.id, tuple(out))]
 
@@ -224,13 +226,11 @@ class ClientRound:
         s = self.setup
         if self._input is None:
             raise InputError("no input was given before MaskedInput")
-        ctx = KdfContext(s.session_id, s.round, PURPOSE_SHARE_ENCRYPTION)
         self.held: dict[int, tuple[Share, Share]] = {}
         for v, ct in m.ciphertexts:
             if v not in self.peer_keys:
                 raise _Refuse(f"shares from client {v}, which is not a neighbour with keys")
-            key = agree(self.c_keys, self.peer_keys[v][0], own_id=self.id, peer_id=v, context=ctx)
-            plain = decrypt(key, ct, AeadContext(s.session_id, s.round, v, self.id))
+            plain = decrypt(self.enc_keys[v], ct, AeadContext(s.session_id, s.round, v, self.id))
             if len(plain) != 2 * SHARE_BYTES:
                 raise _Refuse(f"malformed share plaintext from client {v}")
             pair = (Share.from_bytes(plain[:SHARE_BYTES]), Share.from_bytes(plain[SHARE_BYTES:]))

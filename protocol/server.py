@@ -170,7 +170,7 @@ class ServerRound:
             raise self._refuse(m, "sender did not advertise keys")
         if m.sender in self.share_msgs:
             raise self._refuse(m, "duplicate ShareKeys")
-        expected = self.graph.neighbours(m.sender) & self.u1
+        expected = frozenset(v for v in self.graph.neighbours(m.sender) if v in self.keys)
         if frozenset(v for v, _ in m.ciphertexts) != expected:
             raise self._refuse(m, "ciphertexts must address exactly the neighbours in U1")
         self.share_msgs[m.sender] = m

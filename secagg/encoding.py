@@ -25,6 +25,7 @@ _MAX_FIELD = 1 << 20  # 1 MiB: nothing bound by this encoding is larger
 _MAX_FIELDS = 64
 
 Field = bytes | str | int
+_BYTES_TYPES = (bytes, bytearray, memoryview)
 
 
 def canonical(*fields: Field) -> bytes:
@@ -35,11 +36,14 @@ def canonical(*fields: Field) -> bytes:
     for i, f in enumerate(fields):
         if isinstance(f, bool):
             raise SecAggTypeError(f"field {i}: bool is not an encodable type (use int 0/1)")
-        if isinstance(f, bytes | bytearray | memoryview):
+        if isinstance(f, _BYTES_TYPES):
             raw = bytes(f)
             tag = 1
         elif isinstance(f, str):
-            raw = _utf8(f, f"field {i}")
+            try:
+                raw = f.encode("utf-8")
+            except UnicodeEncodeError:
+                raw = _utf8(f, f"field {i}")  # raises EncodingError
             tag = 2
         elif isinstance(f, int):
             if not 0 <= f < 1 << 64:
@@ -85,6 +89,8 @@ def require_bytes(
 
 def require_uint(value: object, name: str, *, bits: int = 64, minimum: int = 0) -> int:
     """Check that ``value`` is an int (not bool) in [minimum, 2^bits); return it."""
+    if type(value) is int and minimum <= value < 1 << bits:  # fast path
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         raise SecAggTypeError(f"{name} must be an int, not {type(value).__name__}")
     if not minimum <= value < 1 << bits:

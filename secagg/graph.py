@@ -29,6 +29,24 @@ ORDERING_PURPOSE = "graph-ordering"
 def public_shuffle(items: Sequence[int], seed: bytes) -> tuple[int, ...]:
     """A uniformly random permutation of distinct client ids determined by the public ``seed``."""
     out = list(_check_clients(items, minimum=0))
+    n = len(out)
+    if n > 1:
+        # Fast path: draw the n - 1 words the sequential algorithm would use when it rejects
+        # none (probability about 1 - n / 2^64), and do the swaps with the same j values.
+        stream = MaskStream(seed, ORDERING_PURPOSE, Ring(64))
+        words = stream.fill(np.empty(n - 1, dtype=np.uint64))
+        bounds = np.arange(n, 1, -1, dtype=np.uint64)  # i + 1 for i = n - 1 .. 1
+        rem = (np.uint64(0) - bounds) % bounds  # 2^64 mod (i + 1)
+        if bool(np.all((rem == 0) | (words < np.uint64(0) - rem))):
+            js = (words % bounds).tolist()
+            for i, j in zip(range(n - 1, 0, -1), js, strict=True):
+                out[i], out[j] = out[j], out[i]
+            return tuple(out)
+    return _sequential_shuffle(out, seed)
+
+
+def _sequential_shuffle(out: list[int], seed: bytes) -> tuple[int, ...]:
+    """Fisher-Yates, one 64-bit word at a time, rejecting words in the biased top range."""
     stream = MaskStream(seed, ORDERING_PURPOSE, Ring(64))
     buf = np.empty(256, dtype=np.uint64)
     pos = len(buf)
@@ -57,8 +75,9 @@ def _check_clients(clients: Iterable[int], minimum: int = 2) -> tuple[int, ...]:
     if isinstance(clients, bytes | str) or not isinstance(clients, Iterable):
         raise SecAggTypeError("clients must be an iterable of int ids")
     ids = tuple(clients)
-    for c in ids:
-        require_uint(c, "client id")
+    if not (ids and all(type(c) is int for c in ids) and min(ids) >= 0 and max(ids) < 1 << 64):
+        for c in ids:  # slow path: name the offending id
+            require_uint(c, "client id")
     if len(set(ids)) != len(ids):
         raise ParameterError("client ids must be distinct")
     if len(ids) < minimum:

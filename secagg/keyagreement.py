@@ -15,11 +15,12 @@ to their session and round.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .encoding import VERSION, canonical, require_bytes, require_label, require_uint
 from .errors import KeyAgreementError, SecAggTypeError
@@ -127,6 +128,6 @@ def agree(
         shared = own._private.exchange(X25519PublicKey.from_public_bytes(peer_public))
     except ValueError as exc:  # OpenSSL refuses an all-zero result (low-order point)
         raise KeyAgreementError("peer public key is a low-order point") from exc
-    return HKDF(algorithm=hashes.SHA256(), length=SECRET_BYTES, salt=_KDF_SALT, info=info).derive(
-        shared
-    )
+    # HKDF-SHA256 with L = 32 (RFC 5869): Extract, then one Expand block, as one-shot HMACs.
+    prk = hmac.digest(_KDF_SALT, shared, hashlib.sha256)
+    return hmac.digest(prk, info + b"\x01", hashlib.sha256)

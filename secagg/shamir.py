@@ -153,32 +153,45 @@ def _batch_inverse(values: Sequence[int]) -> list[int]:
 
 
 class _Interpolator:
-    """The polynomial through ``points`` (distinct x), evaluated in barycentric form:
-    f(a) = L(a) * sum_i w_i y_i / (a - x_i), L(a) = prod_j (a - x_j), w_i = 1 / prod_{j!=i}
-    (x_i - x_j). The weights are computed once; each evaluation costs O(t) multiplications and
-    one inversion, so checking m extra shares costs O(t^2 + m t), not O(m t^2) inversions."""
+    """The polynomial of degree < t through ``points`` (distinct x), in coefficient form.
+
+    Lagrange: f(X) = sum_i y_i w_i M(X) / (X - x_i), with M(X) = prod_j (X - x_j) and
+    w_i = 1 / prod_{j != i} (x_i - x_j) (one batch inversion). Each M(X) / (X - x_i) is a
+    synthetic division by a small integer, so building the coefficients costs O(t^2) and every
+    evaluation at a small x (an extra share's coordinate, or 0 for the secret) is a Horner pass
+    of t cheap multiplications.
+    """
 
     def __init__(self, points: Sequence[tuple[int, int]]) -> None:
-        self.xs = [x for x, _ in points]
+        xs = [x for x, _ in points]
+        t = len(xs)
         dens = []
-        for i, xi in enumerate(self.xs):
+        for i, xi in enumerate(xs):
             d = 1
-            for j, xj in enumerate(self.xs):
+            for j, xj in enumerate(xs):
                 if j != i:
-                    d = d * (xi - xj) % PRIME
-            dens.append(d)
-        self.wy = [w * y % PRIME for w, (_, y) in zip(_batch_inverse(dens), points, strict=True)]
+                    d *= xi - xj
+            dens.append(d % PRIME)
+        master = [1]  # coefficients of M(X), lowest degree first
+        for x in xs:
+            master = [(a - x * b) for a, b in zip([0, *master], [*master, 0], strict=True)]
+        coeffs = [0] * t
+        for (xi, yi), w in zip(points, _batch_inverse(dens), strict=True):
+            c = yi * w % PRIME
+            q = 0
+            quotient = [0] * t
+            for k in range(t, 0, -1):  # M(X) / (X - xi), highest degree first
+                q = master[k] + xi * q
+                quotient[k - 1] = q
+            for k in range(t):
+                coeffs[k] += c * quotient[k]
+        self.coeffs = [c % PRIME for c in coeffs]
 
     def at(self, a: int) -> int:
-        """f(a) for an ``a`` that is not an interpolation point (0, or an extra share's x)."""
-        diffs = [(a - x) % PRIME for x in self.xs]
-        if 0 in diffs:
-            raise DuplicateShareError(f"x-coordinate {a} is already an interpolation point")
-        big_l = 1
-        for v in diffs:
-            big_l = big_l * v % PRIME
-        total = sum(wy * inv for wy, inv in zip(self.wy, _batch_inverse(diffs), strict=True))
-        return big_l * total % PRIME
+        y = 0
+        for c in reversed(self.coeffs):
+            y = (y * a + c) % PRIME
+        return y
 
 
 def combine(shares: Sequence[Share], *, threshold: int | None = None) -> bytes:

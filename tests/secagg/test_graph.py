@@ -57,14 +57,24 @@ def test_shuffle_rejects_the_biased_top(monkeypatch):
             pass
 
         def fill(self, out):
-            vals = [2**64 - 1, 4, 7] + [0] * (len(out) - 3)
+            vals = ([2**64 - 1, 4, 7] + [0] * len(out))[: len(out)]
             out[:] = np.array(vals, dtype=np.uint64)
             return out
 
     monkeypatch.setattr(graph_mod, "MaskStream", FakeStream)
     # i = 2: reject 2^64-1, j = 4 % 3 = 1 -> swap positions 2 and 1 -> [0, 2, 1]
-    # i = 1: j = 7 % 2 = 1 -> no swap
+    # i = 1: j = 7 % 2 = 1 -> no swap. (The vectorised fast path sees the rejection and hands
+    # over to the sequential algorithm, which must give exactly this.)
     assert graph_mod.public_shuffle([0, 1, 2], bytes(32)) == (0, 2, 1)
+
+
+def test_fast_and_sequential_shuffles_agree():
+    import secagg.graph as graph_mod
+
+    for n in (2, 3, 10, 257, 1000):
+        for seed in (bytes(32), bytes([7]) * 32):
+            assert graph_mod.public_shuffle(list(range(n)), seed) == \
+                graph_mod._sequential_shuffle(list(range(n)), seed)
 
 
 def test_complete_graph():
