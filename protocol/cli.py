@@ -13,7 +13,6 @@ import numpy as np
 from secagg import SecAggError
 
 from .config import RoundConfig
-from .demo import run_demo
 from .errors import ProtocolError
 from .simulate import simulate_round
 from .transitions import STAGES
@@ -54,42 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None,
                      help="seed for inputs, dropouts and the session id (never for keys)")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
-    demo = sub.add_parser(
-        "demo",
-        help="mask random vectors of a cohort, drop some clients, unmask, check the sum",
-    )
-    demo.add_argument("--clients", type=_positive(int, 3, 100_000), default=20)
-    demo.add_argument("--dim", type=_positive(int, 1, 100_000_000), default=100_000)
-    demo.add_argument("--bits", type=_positive(int, 8, 64), default=32)
-    demo.add_argument("--dropout", type=_positive(float, 0.0, 0.5), default=0.1)
-    demo.add_argument("--corrupt", type=_positive(float, 0.0, 0.5), default=0.05,
-                      help="assumed fraction of corrupted clients, for choosing k and t")
-    demo.add_argument("--mode", choices=["semi-honest", "malicious"], default="semi-honest")
-    demo.add_argument("--seed", type=int, default=None, help="seed for inputs and dropouts only")
-    demo.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "simulate":
-        return _simulate(args)
-    try:
-        result = run_demo(args.clients, args.dim, bits=args.bits, dropout=args.dropout,
-                          corrupt=args.corrupt, mode=args.mode, seed=args.seed)
-    except SecAggError as exc:
-        print(f"secagg: error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(result.__dict__, sort_keys=True))
-    else:
-        print(f"cohort {result.clients} clients, d = {result.dim}, b = {result.bits}, "
-              f"SecAgg+ graph k = {result.k}, threshold t = {result.t}")
-        print(f"survivors {result.survivors}, dropped after ShareKeys {result.dropped}")
-        for stage, sec in result.seconds.items():
-            print(f"  {stage:<15} {sec:8.3f} s")
-        print("unmasked sum equals the plain sum: " + ("yes" if result.correct else "NO"))
-    return 0 if result.correct else 1
+    return _simulate(args)
 
 
 def _progress(stream):
