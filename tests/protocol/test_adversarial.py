@@ -31,6 +31,16 @@ def sign_all(r, views):
     return sigs
 
 
+def honest_unmask_requests(r):
+    """Every client signs the true U3; the server collects the signatures and closes the
+    ConsistencyCheck stage, returning its unmask requests."""
+    sigs = sign_all(r, r.outgoing)
+    for m in r.outgoing:
+        r.server.receive(ConsistencySignature(m.session_id, m.round, m.recipient,
+                                              sigs[m.recipient]))
+    return r.server.close_stage()
+
+
 def test_different_survivor_sets_are_detected_before_any_share_is_revealed():
     r = run_until("consistency_check", **MAL, drop={"masked_input": {5}})
     u3 = r.outgoing[0].survivors
@@ -57,13 +67,9 @@ def test_different_survivor_sets_are_detected_before_any_share_is_revealed():
 
 def test_too_few_signatures_refused():
     r = run_until("consistency_check", **MAL)
-    sigs = sign_all(r, r.outgoing)
     t = r.server.t
     v = r.outgoing[0].recipient
-    for m in r.outgoing:
-        r.server.receive(ConsistencySignature(m.session_id, m.round, m.recipient,
-                                              sigs[m.recipient]))
-    reqs = r.server.close_stage()
+    reqs = honest_unmask_requests(r)
     req = next(q for q in reqs if q.recipient == v)
     few = dataclasses.replace(req, signatures=req.signatures[: t - 1])
     with pytest.raises(RemoteProtocolError, match="consistency signatures"):
@@ -72,11 +78,7 @@ def test_too_few_signatures_refused():
 
 def test_forged_or_foreign_signature_refused():
     r = run_until("consistency_check", **MAL)
-    sigs = sign_all(r, r.outgoing)
-    for m in r.outgoing:
-        r.server.receive(ConsistencySignature(m.session_id, m.round, m.recipient,
-                                              sigs[m.recipient]))
-    reqs = r.server.close_stage()
+    reqs = honest_unmask_requests(r)
     req = reqs[0]
     (w, sig), rest = req.signatures[0], req.signatures[1:]
     bad = dataclasses.replace(req, signatures=((w, bytes(64)),) + rest)
@@ -91,11 +93,7 @@ def test_forged_or_foreign_signature_refused():
 
 def test_alive_list_must_match_signed_survivors():
     r = run_until("consistency_check", **MAL)
-    sigs = sign_all(r, r.outgoing)
-    for m in r.outgoing:
-        r.server.receive(ConsistencySignature(m.session_id, m.round, m.recipient,
-                                              sigs[m.recipient]))
-    req = r.server.close_stage()[0]
+    req = honest_unmask_requests(r)[0]
     moved = req.alive[0]
     bad = dataclasses.replace(req, alive=req.alive[1:], dead=tuple(sorted(req.dead + (moved,))))
     with pytest.raises(RemoteProtocolError, match="alive list differs|alive neighbours"):
