@@ -10,6 +10,7 @@ in :meth:`receive`, and the client then stays in ERROR for good.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Mapping, MutableSet
 
@@ -37,7 +38,7 @@ from secagg.encoding import canonical
 from secagg.keyagreement import PURPOSE_MASK, PURPOSE_SHARE_ENCRYPTION
 from secagg.shamir import SHARE_BYTES
 
-from .config import derive_graph_seed
+from .config import ConfigError, RoundConfig, RoundParameters, derive_graph_seed
 from .errors import LocalProtocolError, RemoteProtocolError
 from .messages import (
     AdvertiseKeys,
@@ -66,8 +67,17 @@ class _Refuse(Exception):
     """A check on a peer's message failed; converted to RemoteProtocolError in receive()."""
 
 
-def advertise_bytes(session_id: bytes, rnd: int, u: int, c_pk: bytes, s_pk: bytes) -> bytes:
-    return canonical("advertise", session_id, rnd, u, c_pk, s_pk)
+def advertise_bytes(  # noqa: PLR0917 - the fields a key advertisement signs, in order
+    session_id: bytes, rnd: int, u: int, c_pk: bytes, s_pk: bytes, b_commitment: bytes
+) -> bytes:
+    return canonical("advertise", session_id, rnd, u, c_pk, s_pk, b_commitment)
+
+
+def commit_self_seed(session_id: bytes, rnd: int, u: int, seed: bytes) -> bytes:
+    """SHA-256 commitment to b_u, bound to the session, round and client. b_u is a uniform
+    256-bit secret, so the commitment hides it; the server checks the reconstructed b_u
+    against it, so a forged share cannot silently change the aggregate."""
+    return hashlib.sha256(canonical("b-commit", session_id, rnd, u, seed)).digest()
 
 
 def survivors_bytes(session_id: bytes, rnd: int, survivors: tuple[int, ...]) -> bytes:
@@ -75,13 +85,20 @@ def survivors_bytes(session_id: bytes, rnd: int, survivors: tuple[int, ...]) -> 
 
 
 class ClientRound:
-    """Client ``client_id`` for one round. ``used_sessions`` (shared across rounds) makes the
-    client refuse a Setup that reuses a session id it has already taken part in."""
+    """Client ``client_id`` for one round.
+
+    ``config`` is the deployment's configuration as *this client* knows it: a Setup whose mode,
+    bit width, degree, threshold or minimum survivors differ from ``config.resolve(n)`` is
+    refused, so a server cannot downgrade the mode or weaken the parameters. ``used_sessions``
+    (keep one set across rounds, persistently) makes the client refuse a Setup that reuses a
+    session id it has already taken part in.
+    """
 
     def __init__(
         self,
         client_id: int,
         *,
+        config: RoundConfig,
         input: np.ndarray | None = None,  # noqa: A002 - the protocol's x_u
         identity: SigningKey | None = None,
         registry: Mapping[int, VerifyKey] | None = None,
@@ -89,6 +106,11 @@ class ClientRound:
     ) -> None:
         if isinstance(client_id, bool) or not isinstance(client_id, int) or client_id < 0:
             raise LocalProtocolError(f"client id must be a non-negative int, got {client_id!r}")
+        if not isinstance(config, RoundConfig):
+            raise LocalProtocolError("config must be the deployment's RoundConfig")
+        if config.mode == "malicious" and (identity is None or registry is None):
+            raise LocalProtocolError("malicious mode needs an identity key and a registry")
+        self.config = config
         self.id = client_id
         self.state = ClientState.IDLE
         self._input = input
@@ -138,14 +160,11 @@ class ClientRound:
             raise _Refuse("this client is not in the cohort")
         if m.graph_seed != derive_graph_seed(m.session_id, m.round, m.cohort):
             raise _Refuse("graph seed is not derived from the session and cohort")
+        self.params = self._expected(m)
         if m.mode == "malicious":
-            if self._identity is None or self._registry is None:
-                raise InputError("malicious mode needs an identity key and a registry")
             missing = [u for u in m.cohort if u not in self._registry]
             if missing:
                 raise _Refuse(f"cohort members without a registered identity: {missing[:5]}")
-            if 2 * m.threshold <= m.neighbours:
-                raise _Refuse("malicious mode needs 2t > k")
         self._used.add(m.session_id)
         self.setup = m
         self.ring = Ring(m.bits)
@@ -155,13 +174,28 @@ class ClientRound:
         self.nbrs = self.graph.neighbours(self.id)
         self.c_keys, self.s_keys = KeyPair.generate(), KeyPair.generate()
         self.b_seed = secrets.token_bytes(32)
+        commitment = commit_self_seed(m.session_id, m.round, self.id, self.b_seed)
         sig = b""
         if m.mode == "malicious":
             sig = self._identity.sign(
                 advertise_bytes(m.session_id, m.round, self.id, self.c_keys.public_bytes,
-                                self.s_keys.public_bytes), label=ADVERTISE_LABEL)
+                                self.s_keys.public_bytes, commitment), label=ADVERTISE_LABEL)
         return [AdvertiseKeys(m.session_id, m.round, self.id, self.c_keys.public_bytes,
-                              self.s_keys.public_bytes, sig)]
+                              self.s_keys.public_bytes, commitment, sig)]
+
+    def _expected(self, m: Setup) -> RoundParameters:
+        """The parameters this client's own configuration gives for the announced cohort."""
+        try:
+            p = self.config.resolve(len(m.cohort))
+        except ConfigError as exc:
+            raise _Refuse(f"this client's configuration refuses the cohort: {exc}") from None
+        announced = (m.mode, m.bits, m.neighbours, m.threshold, m.min_survivors)
+        expected = (self.config.mode, self.config.bits, p.neighbours, p.threshold,
+                    p.min_survivors)
+        if announced != expected:
+            raise _Refuse(f"setup parameters {announced} differ from this client's "
+                          f"configuration {expected} (mode, bits, k, t, min survivors)")
+        return p
 
     def set_input(self, x: np.ndarray) -> None:
         """Give (or replace) x_u before MaskedInput."""
@@ -186,7 +220,7 @@ class ClientRound:
             raise _Refuse(f"keys of clients that are not neighbours: {strangers[:5]}")
         seen: set[bytes] = set()
         self.peer_keys: dict[int, tuple[bytes, bytes]] = {}
-        for v, c_pk, s_pk, sig in m.keys:
+        for v, c_pk, s_pk, commitment, sig in m.keys:
             if v == self.id:
                 if (c_pk, s_pk) != (self.c_keys.public_bytes, self.s_keys.public_bytes):
                     raise _Refuse("own key misreported in the key broadcast")
@@ -196,7 +230,7 @@ class ClientRound:
             if s.mode == "malicious":
                 try:
                     self._registry[v].verify(sig, advertise_bytes(s.session_id, s.round, v,
-                                                                  c_pk, s_pk),
+                                                                  c_pk, s_pk, commitment),
                                              label=ADVERTISE_LABEL)
                 except SecAggError:
                     raise _Refuse(f"bad key signature of client {v}") from None
@@ -310,8 +344,9 @@ class ClientRound:
             except SecAggError:
                 raise _Refuse(f"consistency signature of client {w} does not verify: the "
                               "survivor sets disagree") from None
-        if len(signatures) < s.threshold:
-            raise _Refuse(f"only {len(signatures)} consistency signatures, t = {s.threshold}")
+        if len(signatures) < self.params.quorum:
+            raise _Refuse(f"only {len(signatures)} consistency signatures over this survivor "
+                          f"set, the quorum is {self.params.quorum}")
 
     _handlers = {
         Setup: _on_setup,

@@ -2,9 +2,15 @@
 
 (k, t) come from the Bell et al. (CCS 2020) parameter finder (:mod:`secagg.params`) unless
 given. ``min_survivors`` defaults to t in semi-honest mode (Bonawitz et al. CCS 2017: |U3| >= t)
-and to max(t, n - D) in malicious mode, D = ceil(dropout_rate * n): the malicious-mode graph
+and to max(t, n - D, Q) in malicious mode, D = ceil(dropout_rate * n): the malicious-mode graph
 analysis assumes the server cannot declare more than D clients dropped, so clients and server
 refuse to unmask below n - D.
+
+Malicious mode also fixes the ConsistencyCheck quorum Q = floor((n + A) / 2) + 1 (at least t),
+A = ceil(corrupt_rate * n): a client reveals shares only after Q cohort members signed the same
+survivor set. Two quorums then share more than A members, hence an honest one, and an honest
+client signs one set only; so a server cannot get two different survivor sets accepted (the
+"split view" attack that a Shamir-t quorum allows in SecAgg+, where t is much smaller than n).
 """
 
 from __future__ import annotations
@@ -76,11 +82,15 @@ class RoundConfig:
         if self.mode == "malicious" and 2 * t <= k:
             raise ConfigError(f"malicious mode needs 2t > k, got t = {t}, k = {k}")
         dropped = math.ceil(Fraction(str(self.dropout_rate)) * n)
-        default = t if self.mode == "semi-honest" else max(t, n - dropped)
+        corrupted = math.ceil(Fraction(str(self.corrupt_rate)) * n)
+        quorum = max(t, (n + corrupted) // 2 + 1)
+        default = t if self.mode == "semi-honest" else max(t, n - dropped, quorum)
         m = self.min_survivors if self.min_survivors is not None else default
         if m > n:
             raise ConfigError(f"min_survivors {m} exceeds the cohort size {n}")
-        return RoundParameters(n, k, t, m, analysis)
+        if self.mode == "malicious" and quorum > n:
+            raise ConfigError(f"the consistency quorum {quorum} exceeds the cohort size {n}")
+        return RoundParameters(n, k, t, m, analysis, corrupted, quorum)
 
     def _graph(self, n: int) -> tuple[int, int, Analysis | None]:
         rates = dict(dropout_rate=self.dropout_rate, corrupt_rate=self.corrupt_rate,
@@ -108,6 +118,8 @@ class RoundParameters:
     threshold: int
     min_survivors: int
     analysis: Analysis | None  # None when the caller chose (k, t) by hand
+    corrupted: int = 0  # A = ceil(corrupt_rate * n)
+    quorum: int = 0  # malicious mode: signatures over one U3 needed before unmasking
 
 
 def derive_graph_seed(session_id: bytes, round_: int, cohort: tuple[int, ...]) -> bytes:

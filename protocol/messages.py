@@ -40,8 +40,13 @@ def _ids(values, name: str, *, allow_empty: bool = True) -> tuple[int, ...]:
     return out
 
 
-def _keyed(entries, name: str) -> tuple:
-    out = tuple(entries)
+def _keyed(entries, name: str, arity: int = 2) -> tuple:
+    try:
+        out = tuple(tuple(e) for e in entries)
+    except TypeError:
+        raise WireError(f"{name}: expected a sequence of entries") from None
+    if any(len(e) != arity for e in out):
+        raise WireError(f"{name}: every entry must have {arity} fields")
     _ids([e[0] for e in out], name)
     return out
 
@@ -130,19 +135,23 @@ class Setup(Message):
 
 @dataclass(frozen=True)
 class AdvertiseKeys(Message):
-    """Round 1 (client -> server): c_u^PK, s_u^PK and, in malicious mode, their signature."""
+    """Round 1 (client -> server): c_u^PK, s_u^PK, a hiding commitment to the self-mask seed
+    b_u (checked by the server after reconstruction) and, in malicious mode, a signature over
+    all three."""
 
     TYPE: ClassVar[int] = 2
     STAGE: ClassVar[str] = "advertise_keys"
     sender: int
     c_pk: bytes
     s_pk: bytes
+    b_commitment: bytes
     signature: bytes
 
     def _validate(self) -> None:
         _uint(self.sender, "sender", 32)
         _bytes(self.c_pk, "c_pk", KEY_BYTES)
         _bytes(self.s_pk, "s_pk", KEY_BYTES)
+        _bytes(self.b_commitment, "b_commitment", 32)
         if len(_bytes(self.signature, "signature")) not in (0, SIGNATURE_BYTES):
             raise WireError("signature: must be empty or 64 bytes")
 
@@ -150,7 +159,8 @@ class AdvertiseKeys(Message):
 @dataclass(frozen=True)
 class KeysBroadcast(Message):
     """Round 1 (server -> client): the advertised keys of the recipient's neighbours in U1,
-    entries ``(id, c_pk, s_pk, signature)`` sorted by id (the recipient's own entry included)."""
+    entries ``(id, c_pk, s_pk, b_commitment, signature)`` sorted by id (the recipient's own
+    entry included); the commitment is relayed so that the signature can be checked."""
 
     TYPE: ClassVar[int] = 3
     STAGE: ClassVar[str] = "advertise_keys"
@@ -159,10 +169,11 @@ class KeysBroadcast(Message):
 
     def _validate(self) -> None:
         _uint(self.recipient, "recipient", 32)
-        object.__setattr__(self, "keys", _keyed(self.keys, "keys"))
-        for _, c, s, sig in self.keys:
+        object.__setattr__(self, "keys", _keyed(self.keys, "keys", arity=5))
+        for _, c, s, com, sig in self.keys:
             _bytes(c, "c_pk", KEY_BYTES)
             _bytes(s, "s_pk", KEY_BYTES)
+            _bytes(com, "b_commitment", 32)
             if len(_bytes(sig, "signature")) not in (0, SIGNATURE_BYTES):
                 raise WireError("signature: must be empty or 64 bytes")
 

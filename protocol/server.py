@@ -32,11 +32,18 @@ from secagg import (
 )
 from secagg.keyagreement import PURPOSE_MASK
 
-from .client import ADVERTISE_LABEL, CONSISTENCY_LABEL, advertise_bytes, survivors_bytes
+from .client import (
+    ADVERTISE_LABEL,
+    CONSISTENCY_LABEL,
+    advertise_bytes,
+    commit_self_seed,
+    survivors_bytes,
+)
 from .config import RoundConfig, derive_graph_seed
 from .errors import LocalProtocolError, RemoteProtocolError, RoundAborted
 from .messages import (
     MAX_CLIENT_ID,
+    MAX_VECTOR_BYTES,
     SESSION_ID_BYTES,
     AdvertiseKeys,
     ConsistencyRequest,
@@ -68,12 +75,18 @@ class ServerRound:
     ) -> None:
         if not isinstance(config, RoundConfig):
             raise LocalProtocolError("config must be a RoundConfig")
-        ids = tuple(sorted(cohort))
-        if len(set(ids)) != len(ids) or any(
-            isinstance(u, bool) or not isinstance(u, int) or not 0 <= u <= MAX_CLIENT_ID
-            for u in ids
-        ):
+        members = list(cohort)
+        if any(type(u) is not int or not 0 <= u <= MAX_CLIENT_ID for u in members):
             raise LocalProtocolError("cohort must be distinct client ids in [0, 2^32 - 2]")
+        ids = tuple(sorted(members))
+        if len(set(ids)) != len(ids):
+            raise LocalProtocolError("cohort must be distinct client ids in [0, 2^32 - 2]")
+        if type(round) is not int or not 0 <= round < 1 << 32:
+            raise LocalProtocolError(f"round must be an int in [0, 2^32), got {round!r}")
+        width = 4 if config.bits <= 32 else 8
+        if type(dim) is not int or not 1 <= dim or dim * width > MAX_VECTOR_BYTES:
+            raise LocalProtocolError(f"dim must be a positive int of at most "
+                                     f"{MAX_VECTOR_BYTES // width} words, got {dim!r}")
         self.params = config.resolve(len(ids))
         self.config, self.cohort, self.dim = config, ids, dim
         self.mode = config.mode
@@ -158,7 +171,7 @@ class ServerRound:
             try:
                 self.registry[m.sender].verify(
                     m.signature, advertise_bytes(self.session_id, self.round, m.sender, m.c_pk,
-                                                 m.s_pk), label=ADVERTISE_LABEL)
+                                                 m.s_pk, m.b_commitment), label=ADVERTISE_LABEL)
             except SecAggError:
                 raise self._refuse(m, "bad key signature") from None
         elif m.signature:
@@ -252,8 +265,8 @@ class ServerRound:
             if len(nb) < self.t:
                 raise self._abort("neighbourhood-below-threshold",
                                   f"client {u} has {len(nb)} neighbours with keys, t = {self.t}")
-            entries = tuple((v, self.keys[v].c_pk, self.keys[v].s_pk, self.keys[v].signature)
-                            for v in sorted(nb | {u}))
+            entries = tuple((v, self.keys[v].c_pk, self.keys[v].s_pk, self.keys[v].b_commitment,
+                             self.keys[v].signature) for v in sorted(nb | {u}))
             out.append(KeysBroadcast(self.session_id, self.round, u, entries))
         return out
 
@@ -268,25 +281,32 @@ class ServerRound:
         return [SharesDelivery(self.session_id, self.round, v, tuple(inbox[v]))
                 for v in sorted(u2)]
 
-    def _close_masked(self) -> list[Message]:
-        self._need(len(self.u3), "too-few-survivors")
-        # Abort before any share is requested if some mask could never be removed: b_u needs t
-        # surviving neighbours of each survivor u, s_u^SK needs t for each dropped u that has
-        # surviving neighbours (its pairwise masks are in their inputs).
+    def _check_recoverable(self, responders: frozenset[int]) -> None:
+        """Abort before any share is requested if some mask could never be removed: b_u needs
+        t responding neighbours of each survivor u, and s_u^SK needs t for each dropped u whose
+        pairwise masks are in surviving inputs."""
         u3 = frozenset(self.u3)
         for u in sorted(self.u2):
-            alive = len(self.graph.neighbours(u) & u3)
-            if (u in u3 or alive) and alive < self.t:
+            has_masks_in_sum = u in u3 or bool(self.graph.neighbours(u) & u3)
+            answering = len(self.graph.neighbours(u) & responders)
+            if has_masks_in_sum and answering < self.t:
                 raise self._abort("unrecoverable-dropout",
-                                  f"client {u} has {alive} surviving neighbours, t = {self.t}")
+                                  f"client {u} has {answering} neighbours left to answer, "
+                                  f"t = {self.t}")
+
+    def _close_masked(self) -> list[Message]:
+        self._need(len(self.u3), "too-few-survivors")
+        self._check_recoverable(frozenset(self.u3))
         if self.mode == "malicious":
             u3 = tuple(sorted(self.u3))
             return [ConsistencyRequest(self.session_id, self.round, v, u3) for v in u3]
         return self._unmask_requests(sorted(self.u3), ())
 
     def _close_consistency(self) -> list[Message]:
-        if len(self.signatures) < self.t:
-            raise self._abort("too-few-signatures", f"{len(self.signatures)} < t = {self.t}")
+        quorum = self.params.quorum
+        if len(self.signatures) < quorum:
+            raise self._abort("too-few-signatures", f"{len(self.signatures)} < quorum {quorum}")
+        self._check_recoverable(frozenset(self.signatures))
         sigs = tuple(sorted(self.signatures.items()))
         return self._unmask_requests(sorted(self.signatures), sigs)
 
@@ -311,7 +331,14 @@ class ServerRound:
             for owner, sh in dead:
                 s_shares.setdefault(owner, []).append(sh)
         try:
-            seeds = [combine(b_shares[u], threshold=self.t) for u in sorted(u3)]
+            seeds = []
+            for u in sorted(u3):
+                seed = combine(b_shares[u], threshold=self.t)
+                if commit_self_seed(self.session_id, self.round, u, seed) != \
+                        self.keys[u].b_commitment:
+                    raise self._abort("bad-reconstruction",
+                                      f"b_{u} does not match its commitment (a forged share)")
+                seeds.append(seed)
             pairwise = []
             mctx = KdfContext(self.session_id, self.round, PURPOSE_MASK)
             for u in sorted(u2 - u3):

@@ -113,7 +113,7 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
         identities = {u: SigningKey.generate() for u in range(n)}
         registry = {u: k.verify_key for u, k in identities.items()}
     server = server_factory(config, range(n), d, session_id=session, registry=registry)
-    clients = {u: ClientRound(u, input=np.ascontiguousarray(inputs[u]),
+    clients = {u: ClientRound(u, config=config, input=np.ascontiguousarray(inputs[u]),
                               identity=identities[u] if identities else None,
                               registry=registry) for u in range(n)}
     transcript = Transcript()
@@ -207,7 +207,10 @@ def _schedule(dropouts: Mapping[str, Iterable[int]] | None, n: int) -> dict[str,
     for stage, listed in dropouts.items():
         if stage not in STAGES:
             raise ProtocolError(f"unknown dropout stage {stage!r}; stages are {STAGES}")
-        ids = set(listed)
+        try:
+            ids = set(listed)
+        except TypeError:
+            raise ProtocolError(f"dropouts[{stage!r}] must be a set of client indices") from None
         bad = [u for u in ids if isinstance(u, bool) or not isinstance(u, int)
                or not 0 <= u < n]
         if bad:

@@ -49,7 +49,7 @@ def run_until(stage: str, *, n: int = 8, dim: int = 16, mode: str = "semi-honest
     inputs = rng.integers(0, ring_max, size=(n, dim), dtype=np.uint64)
     inputs = inputs.astype(np.uint32 if bits <= 32 else np.uint64)
     server = ServerRound(config, range(n), dim, registry=registry)
-    clients = {u: ClientRound(u, input=inputs[u].copy(),
+    clients = {u: ClientRound(u, config=config, input=inputs[u].copy(),
                               identity=identities[u] if identities else None, registry=registry)
                for u in range(n)}
     r = Round(server, clients, inputs, server.start(), identities, [])

@@ -56,9 +56,10 @@ def test_replayed_session_is_refused():
     from protocol import ClientRound
 
     used: set[bytes] = set()
-    c = ClientRound(u, input=r.inputs[u].copy(), used_sessions=used)
+    c = ClientRound(u, config=r.clients[u].config, input=r.inputs[u].copy(), used_sessions=used)
     c.receive(setup)
-    c2 = ClientRound(u, input=r.inputs[u].copy(), used_sessions=used)
+    c2 = ClientRound(u, config=r.clients[u].config, input=r.inputs[u].copy(),
+                     used_sessions=used)
     with pytest.raises(RemoteProtocolError, match="replayed session"):
         c2.receive(setup)
 
@@ -71,8 +72,8 @@ def test_own_key_missing_or_misreported():
            "own key missing")
     r = run_until("share_keys")
     m = first(r)
-    keys = tuple((v, bytes([7]) * 32, s, sig) if v == m.recipient else (v, c, s, sig)
-                 for v, c, s, sig in m.keys)
+    keys = tuple((v, bytes([7]) * 32, s, com, sig) if v == m.recipient else (v, c, s, com, sig)
+                 for v, c, s, com, sig in m.keys)
     refuse(r, dataclasses.replace(m, keys=keys), "own key misreported")
 
 
@@ -81,8 +82,8 @@ def test_duplicate_keys():
     m = first(r)
     others = [e for e in m.keys if e[0] != m.recipient]
     dup = others[1][1]
-    keys = tuple((v, dup, s, sig) if v == others[0][0] else (v, c, s, sig)
-                 for v, c, s, sig in m.keys)
+    keys = tuple((v, dup, s, com, sig) if v == others[0][0] else (v, c, s, com, sig)
+                 for v, c, s, com, sig in m.keys)
     refuse(r, dataclasses.replace(m, keys=keys), "duplicate public key")
 
 
@@ -91,7 +92,7 @@ def test_keys_of_non_neighbours():
     m = first(r)
     stranger = next(v for v in range(12) if v != m.recipient
                     and v not in r.server.graph.neighbours(m.recipient))
-    keys = tuple(sorted(m.keys + ((stranger, bytes([9]) * 32, bytes([8]) * 32, b""),)))
+    keys = tuple(sorted(m.keys + ((stranger, bytes([9]) * 32, bytes([8]) * 32, bytes(32), b""),)))
     refuse(r, dataclasses.replace(m, keys=keys), "not neighbours")
 
 
@@ -120,6 +121,18 @@ def test_ciphertext_readdressed_from_another_client_is_refused():
     (v1, ct1), (v2, ct2) = m.ciphertexts[:2]
     swapped = tuple((v, ct2 if v == v1 else ct1 if v == v2 else ct) for v, ct in m.ciphertexts)
     refuse(r, dataclasses.replace(m, ciphertexts=swapped), "decryption failed")
+
+
+def test_own_ciphertext_reflected_back_is_refused():
+    """The pair key is the same in both directions, so only the associated data (sender,
+    receiver) stops the server from handing v's own ciphertext to u back to v as u's."""
+    r = run_until("masked_input")
+    m = r.outgoing[0]
+    v = m.recipient
+    u, _ = m.ciphertexts[0]
+    own_to_u = dict(r.server.share_msgs[v].ciphertexts)[u]
+    reflected = tuple((w, own_to_u if w == u else ct) for w, ct in m.ciphertexts)
+    refuse(r, dataclasses.replace(m, ciphertexts=reflected), "decryption failed")
 
 
 def test_shares_from_a_non_neighbour():
@@ -194,14 +207,16 @@ def test_message_of_another_round_is_refused():
     refuse(r, dataclasses.replace(first(r), session_id=bytes(32)), "another session or round")
 
 
-def test_never_both_shares_for_one_neighbour():
+def test_alive_neighbours_get_the_b_share_and_dead_ones_the_key_share():
     r = run_until("unmasking", drop={"masked_input": {2}})
+    checked = 0
     for m in r.outgoing:
-        resp = r.clients[m.recipient].receive(m)[0]
-        alive = {o for o, _ in resp.self_mask_shares}
-        dead = {o for o, _ in resp.key_shares}
-        assert not alive & dead
-        assert alive == set(m.alive) and dead == set(m.dead)
+        client = r.clients[m.recipient]
+        resp = client.receive(m)[0]
+        assert dict(resp.self_mask_shares) == {v: client.held[v][0].to_bytes() for v in m.alive}
+        assert dict(resp.key_shares) == {v: client.held[v][1].to_bytes() for v in m.dead}
+        checked += len(m.dead)
+    assert checked  # some neighbour of a survivor dropped, so key shares were exercised
 
 
 # --- local errors -------------------------------------------------------------------------

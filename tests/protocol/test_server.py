@@ -29,7 +29,7 @@ def test_late_early_duplicate_and_foreign_messages_change_nothing():
     with pytest.raises(RemoteProtocolError, match="duplicate"):
         s.receive(replies[0])
     with pytest.raises(RemoteProtocolError, match="can't handle AdvertiseKeys"):
-        s.receive(AdvertiseKeys(s.session_id, 0, 1, bytes(32), bytes([1]) * 32, b""))
+        s.receive(AdvertiseKeys(s.session_id, 0, 1, bytes(32), bytes([1]) * 32, bytes(32), b""))
     with pytest.raises(RemoteProtocolError, match="session or round"):
         s.receive(dataclasses.replace(replies[1], round=5))
     with pytest.raises(RemoteProtocolError, match="not in the cohort"):
@@ -111,6 +111,15 @@ def test_illegal_local_moves():
         ServerRound(RoundConfig(), [1, 1, 2], 4)
     with pytest.raises(LocalProtocolError, match="registry"):
         ServerRound(RoundConfig(mode="malicious"), range(5), 4)
+    for kwargs in (dict(round=-1), dict(round=2**32), dict(round="a")):
+        with pytest.raises(LocalProtocolError, match="round"):
+            ServerRound(RoundConfig(), range(5), 4, **kwargs)
+    for dim in (0, -3, 2.5, 2**31):
+        with pytest.raises(LocalProtocolError, match="dim"):
+            ServerRound(RoundConfig(), range(5), dim)
+    for cohort in ([1, 2, "x"], [1, None, 3], [1, 2, -4]):
+        with pytest.raises(LocalProtocolError, match="cohort"):
+            ServerRound(RoundConfig(), cohort, 4)
 
 
 def test_aborted_server_refuses_everything():

@@ -93,6 +93,7 @@ def test_seed_fixes_public_values_only():
     (dict(inputs=np.zeros(5, np.uint32)), ProtocolError, "2-D"),
     (dict(dropouts={"nope": {1}}), ProtocolError, "unknown dropout stage"),
     (dict(dropouts={"share_keys": {9}}), ProtocolError, "outside"),
+    (dict(dropouts={"masked_input": 3}), ProtocolError, "set of client indices"),
     (dict(inputs=np.full((5, 3), 300, np.uint32), config=RoundConfig(bits=8)), InputError,
      "outside"),
     (dict(inputs=np.zeros((5, 3), np.float64)), InputError, "float"),

@@ -49,7 +49,7 @@ class RoundMachine(RuleBasedStateMachine):
             self.server = ServerRound(config, range(n), d, registry=reg)
         except ConfigError:  # no (k, t) for this cohort and plan (covered by test_simulate)
             assume(False)
-        self.clients = {u: ClientRound(u, input=self.inputs[u].copy(),
+        self.clients = {u: ClientRound(u, config=config, input=self.inputs[u].copy(),
                                        identity=ident[u] if ident else None, registry=reg)
                         for u in range(n)}
         self.outgoing = self.server.start()
@@ -75,6 +75,14 @@ class RoundMachine(RuleBasedStateMachine):
                 raw = encode(reply)
                 self.sent.append(raw)
                 self.server.receive(decode(raw))
+                # a duplicate within the same stage is refused too, and changes nothing
+                counts = self._counts()
+                try:
+                    self.server.receive(decode(raw))
+                    raise AssertionError("a duplicate message was accepted")
+                except RemoteProtocolError:
+                    pass
+                assert counts == self._counts()
         try:
             self.outgoing = self.server.close_stage()
         except RoundAborted as exc:
@@ -87,6 +95,12 @@ class RoundMachine(RuleBasedStateMachine):
             assert len(surv) >= self.server.params.min_survivors
             expect = self.inputs[surv].astype(object).sum(axis=0) % (1 << self.bits)
             assert [int(v) for v in self.server.aggregate] == [int(v) for v in expect]
+
+    def _counts(self):
+        s = self.server
+        acc = None if s.acc is None else s.acc.tobytes()
+        return (len(s.keys), len(s.share_msgs), len(s.u3), len(s.signatures),
+                len(s.responses), acc)
 
     @precondition(lambda self: bool(self.sent))
     @rule(data=st.data())

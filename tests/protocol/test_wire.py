@@ -39,10 +39,10 @@ def keyed(value):
 
 
 messages = st.one_of(
-    st.builds(AdvertiseKeys, st.just(SID), st.integers(0, 9), st.integers(0, 99), b32, b32,
+    st.builds(AdvertiseKeys, st.just(SID), st.integers(0, 9), st.integers(0, 99), b32, b32, b32,
               st.sampled_from([b"", bytes(64)])),
     st.builds(KeysBroadcast, st.just(SID), st.just(1), st.integers(0, 99),
-              keyed(st.tuples(b32, b32, st.sampled_from([b"", bytes(64)]))).map(
+              keyed(st.tuples(b32, b32, b32, st.sampled_from([b"", bytes(64)]))).map(
                   lambda xs: tuple((i, *rest) for i, rest in xs))),
     st.builds(ShareKeys, st.just(SID), st.just(0), st.integers(0, 99), keyed(ct)),
     st.builds(SharesDelivery, st.just(SID), st.just(0), st.integers(0, 99), keyed(ct)),
@@ -108,9 +108,17 @@ def test_oversize_and_count_bounds():
 
 def test_message_validation_refuses_bad_values():
     with pytest.raises(WireError):
-        AdvertiseKeys(SID, 0, 1, bytes(31), bytes(32), b"")
+        AdvertiseKeys(SID, 0, 1, bytes(31), bytes(32), bytes(32), b"")
     with pytest.raises(WireError):
-        AdvertiseKeys(bytes(16), 0, 1, bytes(32), bytes(32), b"")
+        AdvertiseKeys(bytes(16), 0, 1, bytes(32), bytes(32), bytes(32), b"")
+    with pytest.raises(WireError):
+        AdvertiseKeys(SID, 0, 1, bytes(32), bytes(32), bytes(31), b"")  # short commitment
+    with pytest.raises(WireError, match="5 fields"):
+        KeysBroadcast(SID, 0, 1, ((2, bytes(32), bytes(32), b""),))  # an entry of 4 fields
+    with pytest.raises(WireError, match="sorted and distinct"):  # a server duplicating keys
+        KeysBroadcast(SID, 0, 1, ((2, bytes(32), bytes(32), bytes(32), b""),) * 2)
+    with pytest.raises(WireError, match="sequence of entries"):
+        ShareKeys(SID, 0, 1, 5)
     with pytest.raises(WireError):
         MaskedInput(SID, 0, 1, np.zeros(3, dtype=np.float32))
     with pytest.raises(WireError, match="both kinds"):
