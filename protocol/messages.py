@@ -9,7 +9,7 @@ the encoding canonical.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -72,7 +72,6 @@ class Message:
     """Base: the session and round every message is bound to."""
 
     TYPE: ClassVar[int] = 0
-    STAGE: ClassVar[str] = ""
     session_id: bytes
     round: int
 
@@ -84,13 +83,6 @@ class Message:
     def _validate(self) -> None:  # pragma: no cover - overridden
         pass
 
-    @property
-    def party(self) -> int:
-        """The client this message is from (client -> server) or to (server -> client)."""
-        return getattr(self, "sender", getattr(self, "recipient", -1))
-
-    def field_values(self) -> list:
-        return [getattr(self, f.name) for f in fields(self)]
 
 
 @dataclass(frozen=True)
@@ -98,7 +90,6 @@ class Setup(Message):
     """Round 0 (server -> each client): cohort, graph and parameters of the round."""
 
     TYPE: ClassVar[int] = 1
-    STAGE: ClassVar[str] = "setup"
     recipient: int
     cohort: tuple[int, ...]
     neighbours: int
@@ -140,7 +131,6 @@ class AdvertiseKeys(Message):
     all three."""
 
     TYPE: ClassVar[int] = 2
-    STAGE: ClassVar[str] = "advertise_keys"
     sender: int
     c_pk: bytes
     s_pk: bytes
@@ -163,7 +153,6 @@ class KeysBroadcast(Message):
     entry included); the commitment is relayed so that the signature can be checked."""
 
     TYPE: ClassVar[int] = 3
-    STAGE: ClassVar[str] = "advertise_keys"
     recipient: int
     keys: tuple[tuple[int, bytes, bytes, bytes], ...]
 
@@ -183,7 +172,6 @@ class ShareKeys(Message):
     """Round 2 (client -> server): one AEAD ciphertext per neighbour in U1, ``(receiver, ct)``."""
 
     TYPE: ClassVar[int] = 4
-    STAGE: ClassVar[str] = "share_keys"
     sender: int
     ciphertexts: tuple[tuple[int, bytes], ...]
 
@@ -200,7 +188,6 @@ class SharesDelivery(Message):
     their senders are the recipient's neighbours in U2."""
 
     TYPE: ClassVar[int] = 5
-    STAGE: ClassVar[str] = "share_keys"
     recipient: int
     ciphertexts: tuple[tuple[int, bytes], ...]
 
@@ -216,7 +203,6 @@ class MaskedInput(Message):
     """Round 3 (client -> server): y_u, little-endian uint32 (b <= 32) or uint64 words."""
 
     TYPE: ClassVar[int] = 6
-    STAGE: ClassVar[str] = "masked_input"
     sender: int
     vector: np.ndarray
 
@@ -249,7 +235,6 @@ class ConsistencyRequest(Message):
     """Round 4, malicious mode (server -> client): U3, the clients whose masked input counts."""
 
     TYPE: ClassVar[int] = 7
-    STAGE: ClassVar[str] = "consistency_check"
     recipient: int
     survivors: tuple[int, ...]
 
@@ -263,7 +248,6 @@ class ConsistencySignature(Message):
     """Round 4, malicious mode (client -> server): signature over (session, round, U3)."""
 
     TYPE: ClassVar[int] = 8
-    STAGE: ClassVar[str] = "consistency_check"
     sender: int
     signature: bytes
 
@@ -278,7 +262,6 @@ class UnmaskRequest(Message):
     which dropped (reveal the share of s_v^SK); in malicious mode, the U3 signatures."""
 
     TYPE: ClassVar[int] = 9
-    STAGE: ClassVar[str] = "unmasking"
     recipient: int
     alive: tuple[int, ...]
     dead: tuple[int, ...]
@@ -299,7 +282,6 @@ class UnmaskResponse(Message):
     alive owners, of s_owner^SK for dropped ones; never both for one owner."""
 
     TYPE: ClassVar[int] = 10
-    STAGE: ClassVar[str] = "unmasking"
     sender: int
     self_mask_shares: tuple[tuple[int, bytes], ...]
     key_shares: tuple[tuple[int, bytes], ...]

@@ -112,6 +112,7 @@ class ServerRound:
         self.parsed: dict[int, tuple[list[tuple[int, Share]], list[tuple[int, Share]]]] = {}
         self.aggregate: np.ndarray | None = None
         self.abort: RoundAborted | None = None
+        self._held = 0  # bytes of accepted per-client state, kept as messages arrive
 
     # -- helpers ---------------------------------------------------------------------------
     @property
@@ -177,6 +178,7 @@ class ServerRound:
         elif m.signature:
             raise self._refuse(m, "unexpected signature in semi-honest mode")
         self.keys[m.sender] = m
+        self._held += 132 + len(m.signature)
 
     def _on_share_keys(self, m: ShareKeys) -> None:
         if m.sender not in self.keys:
@@ -187,6 +189,7 @@ class ServerRound:
         if frozenset(v for v, _ in m.ciphertexts) != expected:
             raise self._refuse(m, "ciphertexts must address exactly the neighbours in U1")
         self.share_msgs[m.sender] = m
+        self._held += sum(len(ct) + 8 for _, ct in m.ciphertexts)
 
     def _on_masked(self, m: MaskedInput) -> None:
         if m.sender not in self.share_msgs:
@@ -233,6 +236,7 @@ class ServerRound:
             raise self._refuse(m, "share with the wrong x-coordinate or threshold")
         self.responses[m.sender] = m
         self.parsed[m.sender] = (alive, dead)
+        self._held += sum(len(raw) + 8 for _, raw in m.self_mask_shares + m.key_shares)
 
     _handlers = {
         AdvertiseKeys: _on_keys,
@@ -371,10 +375,6 @@ class ServerRound:
         return frozenset(self.u3)
 
     def retained_bytes(self) -> int:
-        """Bytes the server holds for the round: the running sum plus per-client state."""
-        acc = self.acc.nbytes if self.acc is not None else 0
-        keys = 100 * len(self.keys)
-        cts = sum(len(ct) + 8 for m in self.share_msgs.values() for _, ct in m.ciphertexts)
-        shares = sum(len(s) + 8 for r in self.responses.values()
-                     for _, s in r.self_mask_shares + r.key_shares)
-        return acc + keys + cts + shares
+        """Bytes the server holds for the round: the running sum plus per-client state (keys,
+        routed ciphertexts, received shares), counted as messages are accepted."""
+        return (self.acc.nbytes if self.acc is not None else 0) + self._held

@@ -26,6 +26,11 @@ def first(r):
     return r.outgoing[0]
 
 
+def non_neighbour(r, u):
+    return next(v for v in sorted(r.server.graph.clients)
+                if v != u and v not in r.server.graph.neighbours(u))
+
+
 def some_neighbour(r, u, pool):
     return next(v for v in sorted(r.server.graph.neighbours(u)) if v in pool)
 
@@ -90,8 +95,7 @@ def test_duplicate_keys():
 def test_keys_of_non_neighbours():
     r = run_until("share_keys", n=12)
     m = first(r)
-    stranger = next(v for v in range(12) if v != m.recipient
-                    and v not in r.server.graph.neighbours(m.recipient))
+    stranger = non_neighbour(r, m.recipient)
     keys = tuple(sorted(m.keys + ((stranger, bytes([9]) * 32, bytes([8]) * 32, bytes(32), b""),)))
     refuse(r, dataclasses.replace(m, keys=keys), "not neighbours")
 
@@ -138,8 +142,7 @@ def test_own_ciphertext_reflected_back_is_refused():
 def test_shares_from_a_non_neighbour():
     r = run_until("masked_input", n=12)
     m = first(r)
-    stranger = next(v for v in range(12) if v != m.recipient
-                    and v not in r.server.graph.neighbours(m.recipient))
+    stranger = non_neighbour(r, m.recipient)
     cts = tuple(sorted(m.ciphertexts + ((stranger, bytes(60)),)))
     refuse(r, dataclasses.replace(m, ciphertexts=cts), "not a neighbour")
 
@@ -217,6 +220,20 @@ def test_alive_neighbours_get_the_b_share_and_dead_ones_the_key_share():
         assert dict(resp.key_shares) == {v: client.held[v][1].to_bytes() for v in m.dead}
         checked += len(m.dead)
     assert checked  # some neighbour of a survivor dropped, so key shares were exercised
+
+
+def test_set_input_before_setup_and_refused_after_masking():
+    r = run_until("advertise_keys")
+    m = first(r)
+    c = r.clients[m.recipient]
+    c.set_input(r.inputs[m.recipient].copy())  # replace it before Setup: accepted
+    c.receive(m)
+    with pytest.raises(InputError, match="length 3, expected 16"):
+        c.set_input(np.zeros(3, dtype=np.uint32))  # checked against the Setup's dim
+    r = run_until("unmasking")
+    c = r.clients[first(r).recipient]
+    with pytest.raises(LocalProtocolError, match="can't set the input in state masked"):
+        c.set_input(r.inputs[0].copy())
 
 
 # --- local errors -------------------------------------------------------------------------
