@@ -13,6 +13,7 @@ import numpy as np
 from secagg import SecAggError
 
 from .cli_dp import add_budget_parser, add_dp_arguments, budget, simulate_dp
+from .cli_net import add_net_parsers, run_net
 from .config import RoundConfig
 from .errors import ProtocolError
 from .simulate import simulate_round
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     add_dp_arguments(sim, _positive)
     add_budget_parser(sub)
+    add_net_parsers(sub, _positive)
     return parser
 
 
@@ -63,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "budget":
         return budget(args)
+    if args.command in ("server", "client", "certs"):
+        return run_net(args)
     if args.epsilon is not None:
         show, finish = _progress(sys.stderr)
         return simulate_dp(args, show, finish)

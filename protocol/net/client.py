@@ -1,0 +1,490 @@
+"""A client process (or a training loop) connected to the aggregation server over mutual TLS.
+
+The sans-IO :class:`protocol.client.ClientRound` does the protocol; this module moves its
+messages over one gRPC stream and keeps what must outlive a round:
+
+* the set of session ids already taken part in, on disk (``state_dir/sessions``), so a Setup
+  that replays an old session is refused even after a restart of the client;
+* the client's own privacy ledger with its budget filter: a round over this client's budget
+  is refused at Setup (the client sends nothing, so it is a dropout at AdvertiseKeys), and a
+  round taken part in is charged before the masked input leaves the client (write-ahead);
+* the configuration digest: a server whose WELCOME digest differs from this client's
+  configuration (registry, round and DP parameters, dimension) is refused before any round.
+
+The server's certificate is checked by TLS against the deployment CA and the server name.
+
+Two interfaces: :class:`AsyncClient` (asyncio; the command line and the load benchmark run
+many of them in one process) and :class:`SecAggClient`, a blocking API for training loops::
+
+    with SecAggClient("client.toml") as client:
+        for epoch in range(rounds):
+            delta = train_one_round(model)
+            result = client.round(delta)        # numpy vector, list, state dict or tensor
+            apply(model, result.update)         # the published aggregate, same structure
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+from collections.abc import Awaitable, Callable, Iterator, MutableSet
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from dp.errors import BudgetExceeded, DPError
+from dp.ledger import Ledger
+from dp.update import UpdateSpec, flatten, unflatten
+from secagg import SecAggError, SigningKey
+
+from ..client import ClientRound, InputError
+from ..dp_round import DPClient, plan_dp
+from ..errors import ProtocolError, RemoteProtocolError, WireError
+from ..messages import Setup, SharesDelivery
+from ..wire import decode, encode
+from .frames import ABORT, BYE, PROTOCOL, RESULT, WELCOME, Bye, decode_frame, encode_frame
+from .frames import protocol_frame
+from .jsonlog import JsonLog
+from .server import load_signing_key
+from .service import PATH, client_options
+from .settings import ClientSettings, SettingsError, load_client
+from .tls import read_pem
+
+InputProvider = Callable[[bytes, int], Awaitable[tuple[object, float | None] | None]]
+
+
+class NetError(ProtocolError):
+    """Base class of the transport's client-side errors."""
+
+
+class ServerRefused(NetError):
+    """The server could not be trusted or would not have us: TLS failure, a refused
+    certificate, or a configuration digest that differs from ours."""
+
+
+class ConnectionLost(NetError):
+    """The stream to the server ended without the server's goodbye."""
+
+
+class RoundFailed(NetError):
+    """The round this client's input went to did not produce an aggregate for it."""
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    session_id: bytes
+    round: int
+    survivors: tuple[int, ...]
+    aggregate: np.ndarray  # ring sum (no DP) or the decoded DP estimate
+    included: bool  # this client's input is in the aggregate
+    update: object = None  # the aggregate in the structure of the update handed in (DP)
+
+
+class SessionSet(MutableSet):
+    """Used session ids, persisted one hex line each (appended and fsynced before use)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self._ids = path, set()
+        if path is not None and path.exists():
+            for line in path.read_text().split():
+                self._ids.add(bytes.fromhex(line))
+
+    def __contains__(self, x: object) -> bool:
+        return x in self._ids
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, value: bytes) -> None:
+        if value in self._ids:
+            return
+        if self.path is not None:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, value.hex().encode() + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._ids.add(value)
+
+    def discard(self, value: bytes) -> None:
+        raise TypeError("used sessions are never forgotten")
+
+
+class AsyncClient:
+    """One client's connection; :meth:`serve` answers rounds until the server says goodbye."""
+
+    def __init__(self, settings: ClientSettings, *, log: JsonLog | None = None,
+                 provider: InputProvider | None = None) -> None:
+        s = self.s = settings
+        self.log = log or JsonLog(settings.log, party=f"client-{settings.id}")
+        self.provider = provider
+        self.identity = None
+        if s.round.mode == "malicious":
+            self.identity = SigningKey(load_signing_key(s.identity))
+        self.registry = s.registry.verify_keys() if s.round.mode == "malicious" else None
+        self.plan = plan_dp(s.dp, s.round, len(s.registry.members), s.dim) if s.dp else None
+        self.round_config = self.plan.round_config if self.plan else s.round
+        if s.state_dir is not None:
+            s.state_dir.mkdir(parents=True, exist_ok=True)
+        self.used = SessionSet(s.state_dir / "sessions" if s.state_dir else None)
+        self.ledger: Ledger | None = None
+        self.dp: DPClient | None = None
+        self.current: ClientRound | None = None
+        self.spec: UpdateSpec | None = None
+        self.bytes_sent = self.bytes_received = 0
+        self.channel = self.call = None
+        self.on_result: Callable[[RoundResult | RoundFailed], None] | None = None
+        self._consumed: bytes | None = None  # session that took the last input
+        self._queue: asyncio.Queue | None = None  # SecAggClient's inputs
+        self._waiting: concurrent.futures.Future | None = None  # the input in this round
+
+    # -- connection ----------------------------------------------------------------------
+    def _open_ledger(self) -> None:
+        s = self.s
+        if self.plan is None or self.ledger is not None:
+            return
+        key = load_signing_key(s.ledger_key) if s.ledger_key is not None else None
+        if s.ledger.exists():
+            self.ledger = Ledger.open(s.ledger, signing_key=key)
+        else:
+            self.ledger = Ledger.create(s.ledger, s.dp.budget, owner=f"client-{s.id}",
+                                        signing_key=key)
+        self.dp = DPClient(s.id, self.plan, self.ledger)
+
+    async def connect(self) -> None:
+        """Open the stream and check the server's WELCOME; raises ServerRefused or
+        ConnectionLost."""
+        s = self.s
+        self._open_ledger()
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=read_pem(s.ca, "CA certificate"),
+            private_key=read_pem(s.key, "client key"),
+            certificate_chain=read_pem(s.cert, "client certificate"))
+        words = self.plan.encoding.padded_dim if self.plan else s.dim
+        self.channel = grpc.aio.secure_channel(
+            s.server, creds, options=client_options(s.server_name, 16 * words + (1 << 22)))
+        self.call = self.channel.stream_stream(PATH)()
+        try:
+            data = await asyncio.wait_for(self.call.read(), s.connect_timeout)
+        except TimeoutError:
+            await self._close_channel()
+            raise ConnectionLost(f"no answer from {s.server} within {s.connect_timeout} s") \
+                from None
+        except grpc.aio.AioRpcError as exc:
+            await self._close_channel()
+            if exc.code() is grpc.StatusCode.PERMISSION_DENIED:
+                raise ServerRefused(f"the server refused this client: {exc.details()}") \
+                    from None
+            raise ConnectionLost(f"cannot connect to {s.server}: {exc.code().name}: "
+                                 f"{exc.details()}") from None
+        if data is grpc.aio.EOF:
+            await self._close_channel()
+            raise ConnectionLost("the server closed the stream before its welcome")
+        self.bytes_received += len(data)
+        try:
+            kind, welcome = decode_frame(data)
+        except WireError as exc:
+            raise ServerRefused(f"malformed welcome: {exc}") from None
+        if kind != WELCOME:
+            raise ServerRefused("the server did not start with a welcome")
+        if welcome.client_id != s.id:
+            raise ServerRefused(f"the server took this certificate for client "
+                                f"{welcome.client_id}, not {s.id}")
+        if welcome.config_digest != s.digest():
+            raise ServerRefused("the server's configuration (registry, round or DP "
+                                "parameters, dimension) differs from this client's")
+        self.log("connected", server=s.server, next_round=welcome.next_round)
+
+    async def _close_channel(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+        self.channel = self.call = None
+
+    async def close(self, reason: str = "client closing") -> None:
+        if self.call is not None:
+            try:
+                await self._send(encode_frame(Bye(reason)))
+                await self.call.done_writing()
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+                pass
+        await self._close_channel()
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
+
+    async def _send(self, frame: bytes) -> None:
+        self.bytes_sent += len(frame)
+        await self.call.write(frame)
+
+    # -- the rounds ----------------------------------------------------------------------
+    async def serve(self) -> str:
+        """Answer rounds until the server's BYE (its reason is returned); raises
+        ConnectionLost if the stream breaks, ServerRefused if the server is refused."""
+        while True:
+            try:
+                data = await self.call.read()
+            except grpc.aio.AioRpcError as exc:
+                raise ConnectionLost(f"{exc.code().name}: {exc.details()}") from None
+            if data is grpc.aio.EOF:
+                raise ConnectionLost("the server closed the stream")
+            self.bytes_received += len(data)
+            try:
+                kind, body = decode_frame(data)
+                if kind == PROTOCOL:
+                    await self._on_message(decode(body))
+                elif kind == RESULT:
+                    self._on_result(body)
+                elif kind == ABORT:
+                    self._on_abort(body)
+                elif kind == BYE:
+                    self.log("server-goodbye", reason=body.reason)
+                    return body.reason
+                else:
+                    raise WireError(f"unexpected frame kind {kind}")
+            except WireError as exc:
+                self._abandon(f"malformed frame from the server: {exc}")
+
+    def _abandon(self, reason: str, *, level: str = "warning") -> None:
+        r = self.current.setup.round if self.current and self.current.setup else None
+        self.log("round-refused", level=level, round=r, reason=reason)
+        self.current = None
+
+    async def _on_message(self, msg) -> None:
+        if isinstance(msg, Setup):
+            await self._on_setup(msg)
+            return
+        cr = self.current
+        if cr is None:
+            return  # no round in progress here (refused or abandoned): stay silent
+        if isinstance(msg, SharesDelivery) and not await self._give_input(cr):
+            return
+        try:
+            out = cr.receive(msg)
+        except (RemoteProtocolError, InputError) as exc:
+            self._abandon(str(exc))
+            return
+        for m in out:
+            await self._send(protocol_frame(encode(m)))
+
+    async def _on_setup(self, msg: Setup) -> None:
+        if self.current is not None:
+            self.log("round-abandoned", level="warning", round=self.current.setup.round,
+                     reason="a new round started")
+        self.current = None
+        if self.dp is not None:
+            try:
+                self.dp.check_budget()
+            except BudgetExceeded as exc:
+                self.log("round-refused", level="warning", round=msg.round,
+                         reason=f"over this client's own privacy budget: {exc}")
+                self._fail_input(RoundFailed(f"over this client's own budget: {exc}"))
+                return
+        cr = ClientRound(self.s.id, config=self.round_config, identity=self.identity,
+                         registry=self.registry, used_sessions=self.used)
+        try:
+            out = cr.receive(msg)
+        except RemoteProtocolError as exc:
+            self.log("round-refused", level="warning", round=msg.round, reason=str(exc))
+            return
+        self.current = cr
+        self.log("round-joined", round=msg.round, session=msg.session_id.hex())
+        for m in out:
+            await self._send(protocol_frame(encode(m)))
+
+    async def _give_input(self, cr: ClientRound) -> bool:
+        s = cr.setup
+        provider = self.provider or self._queued_input
+        try:
+            got = await asyncio.wait_for(provider(s.session_id, s.round), self.s.input_timeout)
+        except TimeoutError:
+            got = None
+        if got is None:
+            self._abandon("no input for this round")
+            return False
+        update, weight = got
+        try:
+            if self.dp is not None:
+                flat, self.spec = flatten(update)
+                vec = self.dp.prepare(flat, session_id=s.session_id, round_=s.round,
+                                      weight=weight)
+            else:
+                vec = np.asarray(update)
+            cr.set_input(vec)
+        except (DPError, SecAggError, ProtocolError, TypeError, ValueError) as exc:
+            self._abandon(f"this client's input was refused: {exc}", level="error")
+            self._fail_input(RoundFailed(f"input refused: {exc}"))
+            return False
+        self._consumed = s.session_id
+        return True
+
+    def _on_result(self, res) -> None:
+        mine = res.session_id == self._consumed
+        included = self.s.id in res.survivors
+        update = None
+        if mine and self.spec is not None and res.aggregate.dtype == np.float64:
+            update = unflatten(res.aggregate, self.spec)
+        result = RoundResult(res.session_id, res.round, res.survivors, res.aggregate,
+                             included and mine, update)
+        self.log("round-result", round=res.round, included=result.included,
+                 survivors=len(res.survivors))
+        if self.current is not None and self.current.setup.session_id == res.session_id:
+            self.current = None
+        if mine and self.on_result is not None:
+            self._consumed = None
+            self.on_result(result)
+
+    def _on_abort(self, ab) -> None:
+        self.log("round-aborted", level="warning", round=ab.round, stage=ab.stage,
+                 reason=ab.reason)
+        if self.current is not None and self.current.setup.session_id == ab.session_id:
+            self.current = None
+        if ab.session_id == self._consumed and self.on_result is not None:
+            self._consumed = None
+            self.on_result(RoundFailed(f"round {ab.round} aborted in {ab.stage}: {ab.reason}"))
+
+    # -- the queued inputs of SecAggClient ------------------------------------------------
+    def _queue_get(self) -> asyncio.Queue:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        return self._queue
+
+    async def _queued_input(self, session: bytes, rnd: int):
+        update, weight, fut = await self._queue_get().get()
+        self._waiting = fut
+        return update, weight
+
+    def _fail_input(self, exc: RoundFailed) -> None:
+        """Fail the input this round took, or else the next queued one."""
+        fut, self._waiting = self._waiting, None
+        if fut is None and self._queue is not None and not self._queue.empty():
+            fut = self._queue.get_nowait()[2]
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+
+
+async def run_client(settings: ClientSettings, update: object, *, weight: float | None = None,
+                     log: JsonLog | None = None,
+                     on_result: Callable[[RoundResult | RoundFailed], None] | None = None
+                     ) -> int:
+    """The command line's client: the same update every round until the server's BYE;
+    reconnects (within ``connect_timeout`` of losing the connection) if the stream breaks.
+    Returns the exit code: 0 after the server's goodbye, 5 if the server is refused, 6 if it
+    cannot be reached, 2 for a bad configuration or ledger."""
+
+    async def provider(session: bytes, rnd: int):
+        return update, weight
+
+    try:
+        client = AsyncClient(settings, log=log, provider=provider)
+    except (SettingsError, DPError) as exc:
+        (log or JsonLog(None, party="client"))("exit", level="error", code=2, reason=str(exc))
+        return 2
+    client.on_result = on_result
+    loop = asyncio.get_running_loop()
+    deadline, delay = None, 0.2
+    try:
+        while True:
+            try:
+                await client.connect()
+                deadline, delay = None, 0.2
+                reason = await client.serve()
+                client.log("exit", code=0, reason=reason)
+                return 0
+            except ConnectionLost as exc:
+                await client._close_channel()
+                deadline = deadline or loop.time() + settings.connect_timeout
+                if loop.time() >= deadline:
+                    client.log("exit", level="error", code=6, reason=str(exc))
+                    return 6
+                client.log("reconnecting", level="warning", reason=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+            except ServerRefused as exc:
+                client.log("exit", level="error", code=5, reason=str(exc))
+                return 5
+    except (SettingsError, DPError) as exc:
+        client.log("exit", level="error", code=2, reason=str(exc))
+        return 2
+    finally:
+        await client.close()
+
+
+class SecAggClient:
+    """Blocking client for a training loop: ``round(update)`` gives this client's update to
+    the next round that needs an input and returns that round's published aggregate."""
+
+    def __init__(self, settings: ClientSettings | str | Path, *,
+                 log: JsonLog | None = None) -> None:
+        if not isinstance(settings, ClientSettings):
+            settings = load_client(settings)
+        self._client = AsyncClient(settings, log=log)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name=f"secagg-client-{settings.id}")
+        self._serving: concurrent.futures.Future | None = None
+
+    def __enter__(self) -> SecAggClient:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, coro, timeout: float | None = None):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def connect(self) -> SecAggClient:
+        self._thread.start()
+        c = self._client
+        self._run(c.connect())
+        c.on_result = self._deliver
+        self._serving = asyncio.run_coroutine_threadsafe(c.serve(), self._loop)
+        return self
+
+    def _deliver(self, result) -> None:
+        fut, self._client._waiting = self._client._waiting, None
+        if fut is None or fut.done():
+            return
+        if isinstance(result, Exception):
+            fut.set_exception(result)
+        else:
+            fut.set_result(result)
+
+    def round(self, update: object, *, weight: float | None = None,
+              timeout: float | None = None) -> RoundResult:
+        """Hand ``update`` to the next round and wait for its aggregate. Raises RoundFailed
+        if that round aborted or this client refused it, ConnectionLost if the server went
+        away."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+
+        def put() -> None:
+            self._client._queue_get().put_nowait((update, weight, fut))
+
+        self._loop.call_soon_threadsafe(put)
+        serving = self._serving
+        done, _ = concurrent.futures.wait([fut, serving], timeout,
+                                          return_when=concurrent.futures.FIRST_COMPLETED)
+        if fut in done:
+            return fut.result()
+        if serving in done:
+            exc = serving.exception()
+            raise exc if exc is not None else ConnectionLost(
+                f"the server finished: {serving.result()}")
+        raise TimeoutError("no aggregate within the timeout")
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            try:
+                self._run(self._client.close(), timeout=10)
+            finally:
+                if self._serving is not None:
+                    self._serving.cancel()
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(10)

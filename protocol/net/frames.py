@@ -1,0 +1,159 @@
+"""Transport frames: the envelope the gRPC stream carries around protocol messages.
+
+Every frame is ``TRANSPORT_VERSION (u8) | kind (u8) | body``; integers big-endian. A PROTOCOL
+frame's body is one message in the protocol's own canonical wire format
+(:mod:`protocol.wire`), so the transport adds no second encoding of the protocol. The other
+kinds are the transport's own and carry no secret:
+
+* WELCOME (server -> client, once per connection): the client id the server authenticated from
+  the TLS certificate and the digest of the deployment configuration, so a client refuses a
+  server whose configuration differs from its own before any round.
+* RESULT (server -> every connected client, after Unmasking): session, round, survivors and
+  the published aggregate (the ring sum, or the decoded DP estimate).
+* ABORT (server -> clients): session, round, stage and a reason; the round is over.
+* BYE (server -> client: no more rounds; client -> server: a clean goodbye).
+
+Decoding is strict as in :mod:`protocol.wire`: unknown version or kind, truncation, trailing
+bytes, bad lengths or non-ASCII text all raise :class:`~protocol.errors.WireError`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import WireError
+from ..messages import MAX_COHORT, SESSION_ID_BYTES
+
+TRANSPORT_VERSION = 1
+PROTOCOL, WELCOME, RESULT, ABORT, BYE = 1, 2, 3, 4, 5
+DIGEST_BYTES = 32
+MAX_TEXT = 256
+_U32 = struct.Struct(">I")
+# published aggregates: ring words (u32 / u64) or the decoded float64 estimate
+_DTYPES = {1: "<u4", 2: "<u8", 3: "<f8"}
+
+
+@dataclass(frozen=True)
+class Welcome:
+    client_id: int
+    config_digest: bytes
+    next_round: int
+
+
+@dataclass(frozen=True)
+class Result:
+    session_id: bytes
+    round: int
+    survivors: tuple[int, ...]
+    aggregate: np.ndarray  # uint32 / uint64 ring sum, or float64 estimate
+
+
+@dataclass(frozen=True)
+class Abort:
+    session_id: bytes
+    round: int
+    stage: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Bye:
+    reason: str
+
+
+def _text(s: str) -> bytes:
+    raw = s.encode("ascii", "replace")[:MAX_TEXT]
+    return _U32.pack(len(raw)) + raw
+
+
+def protocol_frame(wire_bytes: bytes) -> bytes:
+    return bytes([TRANSPORT_VERSION, PROTOCOL]) + wire_bytes
+
+
+def encode_frame(frame: Welcome | Result | Abort | Bye) -> bytes:
+    head = bytes([TRANSPORT_VERSION])
+    if isinstance(frame, Welcome):
+        return head + bytes([WELCOME]) + _U32.pack(frame.client_id) + frame.config_digest + \
+            _U32.pack(frame.next_round)
+    if isinstance(frame, Result):
+        agg = np.ascontiguousarray(frame.aggregate)
+        code = {np.dtype(np.uint32): 1, np.dtype(np.uint64): 2,
+                np.dtype(np.float64): 3}.get(agg.dtype)
+        if code is None or agg.ndim != 1:
+            raise WireError("a published aggregate is a 1-D uint32, uint64 or float64 vector")
+        return (head + bytes([RESULT]) + frame.session_id + _U32.pack(frame.round)
+                + _U32.pack(len(frame.survivors))
+                + np.asarray(frame.survivors, ">u4").tobytes()
+                + bytes([code]) + _U32.pack(agg.size) + agg.astype(_DTYPES[code]).tobytes())
+    if isinstance(frame, Abort):
+        return (head + bytes([ABORT]) + frame.session_id + _U32.pack(frame.round)
+                + _text(frame.stage) + _text(frame.reason))
+    if isinstance(frame, Bye):
+        return head + bytes([BYE]) + _text(frame.reason)
+    raise WireError(f"not a transport frame: {type(frame).__name__}")
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = memoryview(data), 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise WireError("truncated frame")
+        out = bytes(self.data[self.pos:self.pos + n])
+        self.pos += n
+        return out
+
+    def u32(self) -> int:
+        return _U32.unpack(self.take(4))[0]
+
+    def text(self) -> str:
+        n = self.u32()
+        if n > MAX_TEXT:
+            raise WireError("text field too long")
+        raw = self.take(n)
+        if not raw.isascii() or not raw.decode("ascii").isprintable():
+            raise WireError("text field is not printable ASCII")
+        return raw.decode("ascii")
+
+
+def decode_frame(data: bytes) -> tuple[int, object]:
+    """(kind, body): the wire bytes for PROTOCOL, else the decoded frame."""
+    if not isinstance(data, bytes) or len(data) < 2:
+        raise WireError("frame too short")
+    if data[0] != TRANSPORT_VERSION:
+        raise WireError(f"unknown transport version {data[0]}")
+    kind, r = data[1], _Reader(data)
+    r.pos = 2
+    if kind == PROTOCOL:
+        return kind, data[2:]
+    if kind == WELCOME:
+        body: object = Welcome(r.u32(), r.take(DIGEST_BYTES), r.u32())
+    elif kind == RESULT:
+        sid, rnd, count = r.take(SESSION_ID_BYTES), r.u32(), r.u32()
+        if count > MAX_COHORT:
+            raise WireError("survivor list too long")
+        survivors = tuple(int(v) for v in np.frombuffer(r.take(4 * count), ">u4"))
+        if list(survivors) != sorted(set(survivors)):
+            raise WireError("survivors must be sorted and distinct")
+        code = r.take(1)[0]
+        if code not in _DTYPES:
+            raise WireError(f"unknown aggregate type {code}")
+        dt = np.dtype(_DTYPES[code])
+        n = r.u32()
+        if n * dt.itemsize > len(data) - r.pos:
+            raise WireError("truncated frame")
+        agg = np.frombuffer(r.take(n * dt.itemsize), dt).astype(dt.newbyteorder("="))
+        body = Result(sid, rnd, survivors, agg)
+    elif kind == ABORT:
+        body = Abort(r.take(SESSION_ID_BYTES), r.u32(), r.text(), r.text())
+    elif kind == BYE:
+        body = Bye(r.text())
+    else:
+        raise WireError(f"unknown frame kind {kind}")
+    if r.pos != len(data):
+        raise WireError(f"{len(data) - r.pos} trailing bytes in frame")
+    return kind, body

@@ -1,0 +1,409 @@
+"""The aggregation server process: gRPC with mutual TLS around the sans-IO :class:`ServerRound`.
+
+The transport keeps the clock and the connections; :class:`protocol.server.ServerRound` keeps
+the protocol (Bonawitz et al. CCS 2017 section 4, Bell et al. CCS 2020 section 3). Per round:
+a fresh random session id, Setup to every registered client, then for each stage
+(AdvertiseKeys, ShareKeys, MaskedInput, ConsistencyCheck in malicious mode, Unmasking) the
+server sends the stage's messages and closes the stage when every recipient has answered or
+its deadline has passed. A client that misses a deadline, loses its connection, or sends
+anything the protocol refuses (garbage, oversize, a replay, a message in another client's
+name) is a dropout for the rest of the round, with a logged reason; dropout recovery does the
+rest. A refused message also closes that client's connection; a late one does not (the client
+may take part in the next round).
+
+With DP the server plans the round (:func:`protocol.dp_round.plan_dp`), checks its budget before
+contacting anyone, and records the round in its ledger after MaskedInput closes and before any
+unmasking share is requested (write-ahead, as in :func:`protocol.dp_round.run_dp_round`).
+A restarted server reopens (and so verifies) its ledger and continues with the rounds left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from dp.errors import BudgetExceeded, DPError
+from dp.ledger import Ledger
+
+from ..dp_round import DPServer, plan_dp
+from ..errors import ProtocolError, RemoteProtocolError, RoundAborted, WireError
+from ..server import ServerRound
+from ..transitions import STAGES
+from ..wire import decode, encode
+from .frames import (
+    BYE,
+    PROTOCOL,
+    Abort,
+    Bye,
+    Result,
+    Welcome,
+    decode_frame,
+    encode_frame,
+    protocol_frame,
+)
+from .jsonlog import JsonLog
+from .service import handler, server_options
+from .settings import ServerSettings, SettingsError
+from .tls import CertificateError, fingerprint, read_pem
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_ABORTED, EXIT_BUDGET = 0, 1, 2, 3, 4
+
+
+@dataclass
+class _Inbound:
+    client: int
+    conn: int
+    data: bytes | None  # None: the connection ended (reason says how)
+    reason: str = ""
+
+
+class _Peer:
+    """One authenticated connection."""
+
+    def __init__(self, client_id: int, conn: int) -> None:
+        self.id, self.conn = client_id, conn
+        self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.status: tuple[grpc.StatusCode, str] | None = None
+        self.bytes_in = self.bytes_out = 0
+
+    def close(self, code: grpc.StatusCode, details: str) -> None:
+        if self.status is None:
+            self.status = (code, details)
+            self.outbox.put_nowait(None)
+
+
+def load_signing_key(path) -> Ed25519PrivateKey:
+    try:
+        raw = bytes.fromhex(path.read_text().strip())
+        return Ed25519PrivateKey.from_private_bytes(raw)
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"cannot load the Ed25519 key {path}: {exc}") from None
+
+
+class AggregationServer:
+    """Runs ``settings.rounds`` rounds over the registered cohort; see the module docstring."""
+
+    def __init__(self, settings: ServerSettings, log: JsonLog) -> None:
+        self.s, self.log = settings, log
+        self.cohort = settings.registry.cohort
+        self.peers: dict[int, _Peer] = {}
+        self.inbox: asyncio.Queue[_Inbound] = asyncio.Queue()
+        self._conn_ids = itertools.count(1)
+        self._joined = asyncio.Event()
+        self.digest = settings.digest()
+        self.plan = None
+        rc = settings.round
+        if settings.dp is not None:
+            self.plan = plan_dp(settings.dp, rc, len(self.cohort), settings.dim)
+            rc = self.plan.round_config
+        self.round_config = rc
+        self.vector_words = (self.plan.encoding.padded_dim if self.plan is not None
+                             else settings.dim)
+        self.bound = settings.message_bound(self.vector_words)
+        self.next_round = 0
+        self.port: int | None = None
+        # per client: sessions in which it was dropped for lateness (its late messages are
+        # ignored, not punished)
+        self._late: dict[int, set[bytes]] = {}
+
+    # -- connections ---------------------------------------------------------------------
+    async def _session(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
+        member = self._authenticate(context)
+        if member is None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                "certificate is not in the registry")
+        peer = _Peer(member.id, next(self._conn_ids))
+        old = self.peers.get(member.id)
+        if old is not None:
+            old.close(grpc.StatusCode.ABORTED, "replaced by a newer connection")
+            self.log("connection-replaced", client=member.id)
+        self.peers[member.id] = peer
+        self.log("client-connected", client=member.id, connections=len(self.peers))
+        self._joined.set()
+        reader = asyncio.create_task(self._read(peer, context))
+        try:
+            await context.write(encode_frame(Welcome(member.id, self.digest, self.next_round)))
+            while (item := await peer.outbox.get()) is not None:
+                await context.write(item)
+                peer.bytes_out += len(item)
+        except Exception as exc:  # noqa: BLE001 - any write failure means the peer is gone
+            peer.close(grpc.StatusCode.UNAVAILABLE, f"write failed: {type(exc).__name__}")
+        finally:
+            reader.cancel()
+            if self.peers.get(member.id) is peer:
+                del self.peers[member.id]
+                reason = peer.status[1] if peer.status else "connection lost"
+                self.inbox.put_nowait(_Inbound(member.id, peer.conn, None, reason))
+        if peer.status is not None and peer.status[0] is not grpc.StatusCode.OK:
+            await context.abort(*peer.status)
+
+    def _authenticate(self, context):
+        auth = context.auth_context()
+        pem = (auth.get("x509_pem_cert") or [b""])[0]
+        try:
+            fp = fingerprint(pem)
+        except CertificateError:
+            self.log("connection-refused", level="warning", reason="no client certificate")
+            return None
+        member = self.s.registry.by_fingerprint(fp)
+        if member is None:
+            cn = (auth.get("x509_common_name") or [b"?"])[0].decode("ascii", "replace")
+            self.log("connection-refused", level="warning",
+                     reason="certificate not in the registry", subject=cn,
+                     cert_sha256=fp[:16])
+        return member
+
+    async def _read(self, peer: _Peer, context) -> None:
+        reason = "connection lost"
+        try:
+            while True:
+                data = await context.read()
+                if data is grpc.aio.EOF:
+                    reason = "stream ended without a goodbye (connection lost, or a message "\
+                             "over the transport's hard size limit)"
+                    break
+                peer.bytes_in += len(data)
+                if len(data) > self.bound:
+                    reason = f"oversize message: {len(data)} bytes > bound {self.bound}"
+                    self.inbox.put_nowait(_Inbound(peer.id, peer.conn, None, reason))
+                    peer.close(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
+                    return
+                self.inbox.put_nowait(_Inbound(peer.id, peer.conn, data))
+                if len(data) >= 2 and data[1] == BYE:
+                    reason = "goodbye"
+                    break
+        except Exception as exc:  # noqa: BLE001 - any read failure means the peer is gone
+            reason = f"connection lost ({type(exc).__name__})"
+        peer.close(grpc.StatusCode.OK, reason)
+
+    # -- the run -------------------------------------------------------------------------
+    async def run(self) -> int:
+        s = self.s
+        hard = 2 * self.bound + (1 << 20)  # gRPC's own cap; the bound itself is checked above
+        grpc_server = grpc.aio.server(options=server_options(hard),
+                                      maximum_concurrent_rpcs=s.connection_bound())
+        grpc_server.add_generic_rpc_handlers((handler(self._session),))
+        creds = grpc.ssl_server_credentials(
+            [(read_pem(s.key, "server key"), read_pem(s.cert, "server certificate"))],
+            root_certificates=read_pem(s.ca, "CA certificate"), require_client_auth=True)
+        try:
+            self.port = grpc_server.add_secure_port(f"{s.host}:{s.port}", creds)
+        except RuntimeError as exc:
+            self.log("exit", level="error", reason=f"cannot listen on {s.host}:{s.port}: {exc}")
+            return EXIT_CONFIG
+        ledger = None
+        try:
+            ledger, dps = self._open_ledger()
+            first = ledger.rounds if ledger is not None else 0
+            self.next_round = first
+            await grpc_server.start()
+            self.log("listening", host=s.host, port=self.port, cohort=len(self.cohort),
+                     rounds=s.rounds, first_round=first, message_bound=self.bound,
+                     max_connections=s.connection_bound(),
+                     mode=self.round_config.mode, dp=self.plan is not None)
+            for r in range(first, s.rounds):
+                self.next_round = r
+                await self._wait_for_clients(s.join_timeout if r == first else s.between_rounds)
+                await self._round(r, dps)
+            self._broadcast(encode_frame(Bye("all rounds done")))
+            self.log("exit", code=EXIT_OK, rounds=s.rounds)
+            return EXIT_OK
+        except RoundAborted as exc:
+            self.log("exit", level="error", code=EXIT_ABORTED, stage=exc.stage,
+                     reason=exc.reason, detail=exc.detail)
+            return EXIT_ABORTED
+        except (BudgetExceeded, DPError) as exc:
+            self.log("exit", level="error", code=EXIT_BUDGET, reason=str(exc))
+            return EXIT_BUDGET
+        finally:
+            for p in list(self.peers.values()):
+                p.close(grpc.StatusCode.OK, "server stopping")
+            await asyncio.sleep(0.05)
+            await grpc_server.stop(1.0)
+            if ledger is not None:
+                ledger.close()
+
+    def _open_ledger(self):
+        s = self.s
+        if self.plan is None:
+            return None, None
+        key = load_signing_key(s.ledger_key) if s.ledger_key is not None else None
+        if s.ledger.exists():
+            ledger = Ledger.open(s.ledger, signing_key=key)  # verifies the whole history
+            self.log("ledger-opened", rounds=ledger.rounds, epsilon=ledger.spent()[0])
+        else:
+            ledger = Ledger.create(s.ledger, s.dp.budget, owner="server", signing_key=key)
+            self.log("ledger-created")
+        return ledger, DPServer(self.plan, ledger)
+
+    async def _wait_for_clients(self, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while len(self.peers) < len(self.cohort) and (left := end - time.monotonic()) > 0:
+            self._joined.clear()
+            try:
+                await asyncio.wait_for(self._joined.wait(), left)
+            except TimeoutError:
+                break
+
+    def _broadcast(self, frame: bytes) -> None:
+        for p in self.peers.values():
+            p.outbox.put_nowait(frame)
+
+    async def _round(self, r: int, dps: DPServer | None) -> None:
+        session = secrets.token_bytes(32)
+        sid = session.hex()
+        if dps is not None:
+            dps.check_budget()  # refuse before any client is contacted
+        registry = self.s.registry.verify_keys() if self.round_config.mode == "malicious" \
+            else None
+        sr = ServerRound(self.round_config, self.cohort, self.vector_words, session_id=session,
+                         round=r, registry=registry)
+        self.log("round-started", round=r, session=sid, connected=len(self.peers))
+        t_round = time.perf_counter()
+        state = _RoundState(sr, r, session)
+        try:
+            outgoing = sr.start()
+            for stage in [st for st in STAGES
+                          if self.round_config.mode == "malicious" or st != "consistency_check"]:
+                t0 = time.perf_counter()
+                state.stage = stage
+                if stage == "unmasking" and dps is not None:
+                    dps.commit(session_id=session, round_=r, survivors=len(sr.survivors))
+                    self.log("ledger-committed", round=r, stage=stage,
+                             survivors=len(sr.survivors))
+                pending = self._send(state, outgoing)
+                await self._collect(state, pending, self.s.deadlines[stage])
+                outgoing = sr.close_stage()
+                self.log("stage-closed", round=r, stage=stage,
+                         seconds=time.perf_counter() - t0, dropped=len(state.dropped))
+        except RoundAborted as exc:
+            self.log("round-aborted", level="error", round=r, stage=exc.stage,
+                     reason=exc.reason, detail=exc.detail, session=sid)
+            self._broadcast(encode_frame(Abort(session, r, exc.stage, exc.reason)))
+            raise
+        except (DPError, ProtocolError) as exc:
+            stage = state.stage
+            self.log("round-aborted", level="error", round=r, stage=stage, reason=str(exc))
+            self._broadcast(encode_frame(Abort(session, r, stage, "ledger or budget refused")))
+            raise RoundAborted(stage, "ledger-refused", str(exc)) from None
+        aggregate = sr.aggregate
+        if dps is not None:
+            aggregate = dps.finish(aggregate, session_id=session, round_=r).astype(np.float64)
+        survivors = tuple(sorted(sr.survivors))
+        self._broadcast(encode_frame(Result(session, r, survivors, aggregate)))
+        if self.s.output_dir is not None:
+            self.s.output_dir.mkdir(parents=True, exist_ok=True)
+            np.save(self.s.output_dir / f"round-{r}.npy", aggregate)
+        self.log("round-complete", round=r, session=sid, survivors=list(survivors),
+                 dropped=sorted(state.dropped), seconds=time.perf_counter() - t_round)
+
+    # -- one stage -------------------------------------------------------------------------
+    def _send(self, state: _RoundState, outgoing) -> set[int]:
+        pending = set()
+        for msg in outgoing:
+            u = msg.recipient
+            if u in state.dropped:
+                continue
+            peer = self.peers.get(u)
+            if peer is None or peer.status is not None:
+                self._drop(state, u, "not connected")
+                continue
+            peer.outbox.put_nowait(protocol_frame(encode(msg)))
+            pending.add(u)
+        return pending
+
+    async def _collect(self, state: _RoundState, pending: set[int], deadline: float) -> None:
+        end = time.monotonic() + deadline
+        while pending and (left := end - time.monotonic()) > 0:
+            try:
+                ev = await asyncio.wait_for(self.inbox.get(), left)
+            except TimeoutError:
+                break
+            self._handle(state, pending, ev)
+        for u in sorted(pending):
+            self._drop(state, u, "deadline missed", late=True)
+        # what already arrived is handled now, so a message that beat the deadline counts
+        while not self.inbox.empty():
+            self._handle(state, set(), self.inbox.get_nowait())
+
+    def _handle(self, state: _RoundState, pending: set[int], ev: _Inbound) -> None:
+        u, peer = ev.client, self.peers.get(ev.client)
+        current = peer is not None and peer.conn == ev.conn
+        if ev.data is None:
+            if u in state.dropped or not (current or peer is None):
+                return
+            self._drop(state, u, ev.reason)
+            pending.discard(u)
+            return
+        if not current or (u in state.dropped and state.dropped[u] != "deadline missed"):
+            return  # from a closed connection, or from a client already thrown out
+        try:
+            kind, body = decode_frame(ev.data)
+            if kind == BYE:
+                self._drop(state, u, "goodbye")
+                pending.discard(u)
+                return
+            if kind != PROTOCOL:
+                raise WireError(f"frame kind {kind} is not for the server")
+            msg = decode(body)
+        except WireError as exc:
+            self._violation(state, pending, peer, f"garbage: {exc}")
+            return
+        if getattr(msg, "sender", None) != u:
+            self._violation(state, pending, peer,
+                            f"message in the name of client {getattr(msg, 'sender', None)}")
+            return
+        if msg.session_id in self._late.get(u, ()):
+            self.log("late-message-ignored", round=msg.round, stage=state.stage, client=u,
+                     kind=type(msg).__name__)
+            return
+        try:
+            state.sr.receive(msg)
+        except RemoteProtocolError as exc:
+            self._violation(state, pending, peer, f"refused: {exc}")
+            return
+        pending.discard(u)
+
+    def _violation(self, state: _RoundState, pending: set[int], peer: _Peer, why: str) -> None:
+        self._drop(state, peer.id, why)
+        pending.discard(peer.id)
+        peer.close(grpc.StatusCode.INVALID_ARGUMENT, f"dropped: {why}"[:200])
+
+    def _drop(self, state: _RoundState, u: int, reason: str, *, late: bool = False) -> None:
+        if u in state.dropped:
+            return
+        state.dropped[u] = reason
+        if late:
+            self._late.setdefault(u, set()).add(state.session)
+        self.log("client-dropped", level="warning", round=state.round, stage=state.stage,
+                 client=u, reason=reason)
+
+
+@dataclass
+class _RoundState:
+    sr: ServerRound
+    round: int
+    session: bytes
+    stage: str = "advertise_keys"
+
+    def __post_init__(self) -> None:
+        self.dropped: dict[int, str] = {}
+
+
+def serve(settings: ServerSettings, log: JsonLog) -> int:
+    """Run the server to completion; the process exit code."""
+    try:
+        return asyncio.run(AggregationServer(settings, log).run())
+    except (SettingsError, CertificateError) as exc:
+        log("exit", level="error", code=EXIT_CONFIG, reason=str(exc))
+        return EXIT_CONFIG
+    except DPError as exc:
+        log("exit", level="error", code=EXIT_BUDGET, reason=str(exc))
+        return EXIT_BUDGET

@@ -1,0 +1,296 @@
+"""Deployment configuration: ``server.toml``, ``client.toml`` and the shared ``registry.toml``.
+
+Strict TOML (unknown keys, wrong types and out-of-range values are refused with the key's
+name); relative paths are relative to the file that names them. The registry lists every
+cohort member: its id, the SHA-256 fingerprint of its TLS certificate and, in malicious mode,
+its Ed25519 identity key (DESIGN.md section 3). The server and every client must hold the same
+registry, round parameters, DP parameters and dimension; :func:`config_digest` hashes them, the
+server sends its digest in WELCOME and a client refuses a server whose digest differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from secagg import VerifyKey
+
+from ..config import RoundConfig
+from ..dp_round import DPConfig
+from ..errors import ProtocolError
+from ..messages import MAX_CLIENT_ID, MAX_VECTOR_BYTES
+from ..transitions import STAGES
+
+DEFAULT_PORT = 50051
+DEFAULT_DEADLINES = {"advertise_keys": 30.0, "share_keys": 30.0, "masked_input": 60.0,
+                     "consistency_check": 30.0, "unmasking": 30.0}
+
+
+class SettingsError(ProtocolError):
+    """A configuration file that is missing, malformed, or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Member:
+    id: int
+    cert_sha256: str
+    ed25519: VerifyKey | None
+
+
+@dataclass(frozen=True)
+class Registry:
+    members: dict[int, Member]
+
+    @property
+    def cohort(self) -> tuple[int, ...]:
+        return tuple(sorted(self.members))
+
+    def by_fingerprint(self, fp: str) -> Member | None:
+        for m in self.members.values():
+            if m.cert_sha256 == fp:
+                return m
+        return None
+
+    def verify_keys(self) -> dict[int, VerifyKey] | None:
+        if any(m.ed25519 is None for m in self.members.values()):
+            return None
+        return {u: m.ed25519 for u, m in self.members.items()}
+
+
+def _load(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+
+
+class _Table:
+    """Typed access to one TOML table; every key must be read, so typos are refused."""
+
+    def __init__(self, data: object, where: str) -> None:
+        if not isinstance(data, dict):
+            raise SettingsError(f"{where} must be a table")
+        self.data, self.where, self.used = data, where, set()
+
+    def get(self, key: str, kind, default=..., *, lo=None, hi=None):
+        self.used.add(key)
+        if key not in self.data:
+            if default is ...:
+                raise SettingsError(f"{self.where}: missing key {key!r}")
+            return default
+        v = self.data[key]
+        ok = isinstance(v, kind) and not (isinstance(v, bool) and kind is not bool)
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            v, ok = float(v), True
+        if not ok:
+            raise SettingsError(f"{self.where}: {key} must be {kind.__name__}, got {v!r}")
+        if kind is float and not math.isfinite(v):
+            raise SettingsError(f"{self.where}: {key} must be finite, got {v!r}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise SettingsError(f"{self.where}: {key} = {v!r} outside [{lo}, {hi}]")
+        return v
+
+    def table(self, key: str) -> _Table | None:
+        self.used.add(key)
+        if key not in self.data:
+            return None
+        return _Table(self.data[key], f"{self.where} [{key}]")
+
+    def done(self) -> None:
+        extra = sorted(set(self.data) - self.used)
+        if extra:
+            raise SettingsError(f"{self.where}: unknown keys {extra}")
+
+
+def _path(base: Path, t: _Table, key: str, default=...) -> Path | None:
+    v = t.get(key, str, default)
+    return None if v is None else (base / v)
+
+
+def load_registry(path: Path) -> Registry:
+    data = _Table(_load(path), str(path))
+    rows = data.get("client", list)
+    data.done()
+    members: dict[int, Member] = {}
+    for i, row in enumerate(rows):
+        t = _Table(row, f"{path} client #{i}")
+        u = t.get("id", int, lo=0, hi=MAX_CLIENT_ID)
+        fp = t.get("cert_sha256", str).lower()
+        ed = t.get("ed25519", str, None)
+        t.done()
+        if len(fp) != 64 or any(c not in "0123456789abcdef" for c in fp):
+            raise SettingsError(f"{path}: client {u}: cert_sha256 must be 64 hex digits")
+        try:
+            key = VerifyKey(bytes.fromhex(ed)) if ed is not None else None
+        except ValueError as exc:
+            raise SettingsError(f"{path}: client {u}: bad ed25519 key: {exc}") from None
+        if u in members:
+            raise SettingsError(f"{path}: client id {u} listed twice")
+        if any(m.cert_sha256 == fp for m in members.values()):
+            raise SettingsError(f"{path}: client {u}: certificate already registered")
+        members[u] = Member(u, fp, key)
+    if len(members) < 3:
+        raise SettingsError(f"{path}: a cohort needs at least 3 registered clients")
+    return Registry(members)
+
+
+def _round_config(t: _Table | None) -> RoundConfig:
+    if t is None:
+        return RoundConfig()
+    kw = {}
+    for f in fields(RoundConfig):
+        if f.name in t.data:
+            kind = {"bits": int, "mode": str, "threshold": int, "neighbours": int,
+                    "min_survivors": int, "dropout_rate": float, "corrupt_rate": float,
+                    "complete_graph": bool}[f.name]
+            kw[f.name] = t.get(f.name, kind)
+    t.done()
+    try:
+        return RoundConfig(**kw)
+    except ProtocolError as exc:
+        raise SettingsError(f"{t.where}: {exc}") from None
+
+
+def _dp_config(t: _Table | None) -> DPConfig | None:
+    if t is None:
+        return None
+    kinds = {"clip_norm": float, "epsilon": float, "delta": float, "rounds": int,
+             "mechanism": str, "min_survivors": int, "noise_multiplier": float,
+             "weighted": bool, "max_weight": float, "wrap_bound": float}
+    kw = {k: t.get(k, kind) for k, kind in kinds.items() if k in t.data}
+    t.done()
+    try:
+        return DPConfig(**kw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{t.where}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Common:
+    """What server and clients must agree on, plus this party's TLS files."""
+
+    dim: int
+    registry: Registry
+    round: RoundConfig
+    dp: DPConfig | None
+    ca: Path
+    cert: Path
+    key: Path
+
+    def digest(self) -> bytes:
+        return config_digest(self.dim, self.registry, self.round, self.dp)
+
+
+def _common(base: Path, t: _Table) -> dict:
+    dim = t.get("dim", int, lo=1, hi=MAX_VECTOR_BYTES // 8)
+    reg = load_registry(_path(base, t, "registry"))
+    rc = _round_config(t.table("round"))
+    dp = _dp_config(t.table("dp"))
+    if rc.mode == "malicious" and reg.verify_keys() is None:
+        raise SettingsError("malicious mode: every registry entry needs an ed25519 key")
+    return dict(dim=dim, registry=reg, round=rc, dp=dp, ca=_path(base, t, "ca"),
+                cert=_path(base, t, "cert"), key=_path(base, t, "key"))
+
+
+def config_digest(dim: int, registry: Registry, rc: RoundConfig, dp: DPConfig | None) -> bytes:
+    doc = {"dim": dim,
+           "registry": [[m.id, m.cert_sha256, m.ed25519.raw.hex() if m.ed25519 else None]
+                        for m in (registry.members[u] for u in registry.cohort)],
+           "round": {f.name: getattr(rc, f.name) for f in fields(rc)},
+           "dp": None if dp is None else {f.name: getattr(dp, f.name) for f in fields(dp)}}
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(b"secagg-deployment-config\x00" + blob).digest()
+
+
+@dataclass(frozen=True)
+class ServerSettings(Common):
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    rounds: int = 1
+    deadlines: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
+    join_timeout: float = 60.0
+    between_rounds: float = 2.0
+    max_message_bytes: int = 0  # 0: derived from the vector size
+    max_connections: int = 0  # 0: 2 x cohort + 16
+    ledger: Path | None = None
+    ledger_key: Path | None = None
+    log: Path | None = None
+    output_dir: Path | None = None
+
+    def message_bound(self, vector_words: int) -> int:
+        width = 4 if self.round.bits <= 32 else 8
+        auto = vector_words * width + 64 * 1024 + 300 * len(self.registry.members)
+        return self.max_message_bytes or auto
+
+    def connection_bound(self) -> int:
+        return self.max_connections or 2 * len(self.registry.members) + 16
+
+
+def load_server(path: str | Path) -> ServerSettings:
+    path = Path(path)
+    base = path.parent
+    t = _Table(_load(path), str(path))
+    kw = _common(base, t)
+    kw["host"] = t.get("host", str, "127.0.0.1")
+    kw["port"] = t.get("port", int, DEFAULT_PORT, lo=0, hi=65535)
+    kw["rounds"] = t.get("rounds", int, 1, lo=1, hi=1 << 31)
+    kw["join_timeout"] = t.get("join_timeout", float, 60.0, lo=0.0)
+    kw["between_rounds"] = t.get("between_rounds", float, 2.0, lo=0.0)
+    kw["max_message_bytes"] = t.get("max_message_bytes", int, 0, lo=0, hi=MAX_VECTOR_BYTES)
+    kw["max_connections"] = t.get("max_connections", int, 0, lo=0, hi=1 << 20)
+    for key in ("ledger", "ledger_key", "log", "output_dir"):
+        kw[key] = _path(base, t, key, None)
+    dl = dict(DEFAULT_DEADLINES)
+    d = t.table("deadlines")
+    if d is not None:
+        for st in STAGES:
+            dl[st] = d.get(st, float, dl[st], lo=0.001, hi=86400.0)
+        d.done()
+    kw["deadlines"] = dl
+    t.done()
+    if kw["dp"] is not None and kw["ledger"] is None:
+        raise SettingsError(f"{path}: a [dp] deployment must name its privacy ledger")
+    return ServerSettings(**kw)
+
+
+@dataclass(frozen=True)
+class ClientSettings(Common):
+    id: int = 0
+    server: str = f"127.0.0.1:{DEFAULT_PORT}"
+    server_name: str | None = None  # TLS name to verify; default: the host in ``server``
+    identity: Path | None = None  # Ed25519 private key (hex), malicious mode
+    state_dir: Path | None = None  # used session ids (replay protection across restarts)
+    ledger: Path | None = None
+    ledger_key: Path | None = None
+    connect_timeout: float = 30.0
+    input_timeout: float = 120.0
+    log: Path | None = None
+
+
+def load_client(path: str | Path) -> ClientSettings:
+    path = Path(path)
+    base = path.parent
+    t = _Table(_load(path), str(path))
+    kw = _common(base, t)
+    kw["id"] = t.get("id", int, lo=0, hi=MAX_CLIENT_ID)
+    kw["server"] = t.get("server", str, f"127.0.0.1:{DEFAULT_PORT}")
+    kw["server_name"] = t.get("server_name", str, None)
+    kw["connect_timeout"] = t.get("connect_timeout", float, 30.0, lo=0.1)
+    kw["input_timeout"] = t.get("input_timeout", float, 120.0, lo=0.0)
+    for key in ("identity", "state_dir", "ledger", "ledger_key", "log"):
+        kw[key] = _path(base, t, key, None)
+    t.done()
+    if kw["id"] not in kw["registry"].members:
+        raise SettingsError(f"{path}: client id {kw['id']} is not in the registry")
+    if kw["round"].mode == "malicious" and kw["identity"] is None:
+        raise SettingsError(f"{path}: malicious mode needs the client's identity key file")
+    if kw["dp"] is not None and kw["ledger"] is None:
+        raise SettingsError(f"{path}: a [dp] deployment must name this client's ledger")
+    return ClientSettings(**kw)
