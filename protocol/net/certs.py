@@ -102,6 +102,7 @@ def write_demo(out: str | Path, o: DemoOptions) -> list[Path]:
             f'cert = "client-{u}.pem"\nkey = "client-{u}.key"\n'
             f'identity = "client-{u}.ed25519"\nstate_dir = "state/client-{u}"\n'
             + (f'ledger = "state/client-{u}/ledger.jsonl"\n' if o.dp else "")
+            + f'log = "state/client-{u}/log.jsonl"\n'
             + "connect_timeout = 30.0\n" + _shared(o))
         if o.dp:  # a model delta of norm about the clip norm
             x = rng.normal(size=o.dim) * (o.clip_norm / np.sqrt(o.dim))

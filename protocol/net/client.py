@@ -209,48 +209,72 @@ class AsyncClient:
         self.channel = self.call = None
 
     async def close(self, reason: str = "client closing") -> None:
-        if self.call is not None:
+        if self.call is not None and not self.call.done():
             try:
-                await self._send(encode_frame(Bye(reason)))
-                await self.call.done_writing()
-            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
-                pass
+                await asyncio.wait_for(self.call.write(encode_frame(Bye(reason))), 2.0)
+                await asyncio.wait_for(self.call.done_writing(), 2.0)
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError,
+                    asyncio.CancelledError, TimeoutError):
+                pass  # the call is over already: nothing to say goodbye to
         await self._close_channel()
         if self.ledger is not None:
             self.ledger.close()
             self.ledger = None
 
     async def _send(self, frame: bytes) -> None:
+        """Send one frame. A failed write is logged, not raised: whatever the server sent
+        before it closed (its goodbye, say) is still read, and a dead connection shows up
+        there as ConnectionLost."""
         self.bytes_sent += len(frame)
-        await self.call.write(frame)
+        try:
+            await self.call.write(frame)
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+            self.log("send-failed", level="warning", reason=type(exc).__name__)
 
     # -- the rounds ----------------------------------------------------------------------
     async def serve(self) -> str:
         """Answer rounds until the server's BYE (its reason is returned); raises
-        ConnectionLost if the stream breaks, ServerRefused if the server is refused."""
+        ConnectionLost if the stream breaks. Frames are read by a separate task while this
+        one computes, so what the server sent before closing is still handled in order."""
+        frames: asyncio.Queue[bytes | NetError] = asyncio.Queue()
+        reader = asyncio.create_task(self._read_frames(frames))
+        try:
+            while True:
+                data = await frames.get()
+                if isinstance(data, NetError):
+                    raise data
+                try:
+                    kind, body = decode_frame(data)
+                    if kind == PROTOCOL:
+                        await self._on_message(decode(body))
+                    elif kind == RESULT:
+                        self._on_result(body)
+                    elif kind == ABORT:
+                        self._on_abort(body)
+                    elif kind == BYE:
+                        self.log("server-goodbye", reason=body.reason)
+                        self._reader = reader  # ends by itself when the server closes
+                        return body.reason
+                    else:
+                        raise WireError(f"unexpected frame kind {kind}")
+                except WireError as exc:
+                    self._abandon(f"malformed frame from the server: {exc}")
+        except BaseException:
+            reader.cancel()  # cancels the call: only when the stream is given up
+            raise
+
+    async def _read_frames(self, frames: asyncio.Queue) -> None:
         while True:
             try:
                 data = await self.call.read()
             except grpc.aio.AioRpcError as exc:
-                raise ConnectionLost(f"{exc.code().name}: {exc.details()}") from None
+                frames.put_nowait(ConnectionLost(f"{exc.code().name}: {exc.details()}"))
+                return
             if data is grpc.aio.EOF:
-                raise ConnectionLost("the server closed the stream")
+                frames.put_nowait(ConnectionLost("the server closed the stream"))
+                return
             self.bytes_received += len(data)
-            try:
-                kind, body = decode_frame(data)
-                if kind == PROTOCOL:
-                    await self._on_message(decode(body))
-                elif kind == RESULT:
-                    self._on_result(body)
-                elif kind == ABORT:
-                    self._on_abort(body)
-                elif kind == BYE:
-                    self.log("server-goodbye", reason=body.reason)
-                    return body.reason
-                else:
-                    raise WireError(f"unexpected frame kind {kind}")
-            except WireError as exc:
-                self._abandon(f"malformed frame from the server: {exc}")
+            frames.put_nowait(data)
 
     def _abandon(self, reason: str, *, level: str = "warning") -> None:
         r = self.current.setup.round if self.current and self.current.setup else None
@@ -372,8 +396,8 @@ class AsyncClient:
 
 async def run_client(settings: ClientSettings, update: object, *, weight: float | None = None,
                      log: JsonLog | None = None,
-                     on_result: Callable[[RoundResult | RoundFailed], None] | None = None
-                     ) -> int:
+                     on_result: Callable[[RoundResult | RoundFailed], None] | None = None,
+                     factory: Callable[..., AsyncClient] | None = None) -> int:
     """The command line's client: the same update every round until the server's BYE;
     reconnects (within ``connect_timeout`` of losing the connection) if the stream breaks.
     Returns the exit code: 0 after the server's goodbye, 5 if the server is refused, 6 if it
@@ -383,7 +407,7 @@ async def run_client(settings: ClientSettings, update: object, *, weight: float 
         return update, weight
 
     try:
-        client = AsyncClient(settings, log=log, provider=provider)
+        client = (factory or AsyncClient)(settings, log=log, provider=provider)
     except (SettingsError, DPError) as exc:
         (log or JsonLog(None, party="client"))("exit", level="error", code=2, reason=str(exc))
         return 2

@@ -39,6 +39,7 @@ class JsonLog:
         if target is None:
             self._stream, self._own = sys.stderr, False
         elif isinstance(target, str | Path):
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
             self._stream, self._own = open(target, "a", encoding="utf-8"), True  # noqa: SIM115
         else:
             self._stream, self._own = target, False

@@ -20,6 +20,7 @@ A restarted server reopens (and so verifies) its ledger and continues with the r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import secrets
 import time
@@ -166,8 +167,7 @@ class AggregationServer:
             while True:
                 data = await context.read()
                 if data is grpc.aio.EOF:
-                    reason = "stream ended without a goodbye (connection lost, or a message "\
-                             "over the transport's hard size limit)"
+                    reason = "connection closed without a goodbye"
                     break
                 peer.bytes_in += len(data)
                 if len(data) > self.bound:
@@ -210,6 +210,8 @@ class AggregationServer:
                      mode=self.round_config.mode, dp=self.plan is not None)
             for r in range(first, s.rounds):
                 self.next_round = r
+                if r > first and s.round_gap:
+                    await asyncio.sleep(s.round_gap)
                 await self._wait_for_clients(s.join_timeout if r == first else s.between_rounds)
                 await self._round(r, dps)
             self._broadcast(encode_frame(Bye("all rounds done")))
@@ -364,11 +366,17 @@ class AggregationServer:
             self.log("late-message-ignored", round=msg.round, stage=state.stage, client=u,
                      kind=type(msg).__name__)
             return
+        digest = hashlib.sha256(body).digest()
+        if digest in state.accepted:
+            self._violation(state, pending, peer,
+                            f"replayed message: a second copy of its {type(msg).__name__}")
+            return
         try:
             state.sr.receive(msg)
         except RemoteProtocolError as exc:
             self._violation(state, pending, peer, f"refused: {exc}")
             return
+        state.accepted.add(digest)
         pending.discard(u)
 
     def _violation(self, state: _RoundState, pending: set[int], peer: _Peer, why: str) -> None:
@@ -395,6 +403,7 @@ class _RoundState:
 
     def __post_init__(self) -> None:
         self.dropped: dict[int, str] = {}
+        self.accepted: set[bytes] = set()  # SHA-256 of each accepted message, to name replays
 
 
 def serve(settings: ServerSettings, log: JsonLog) -> int:
