@@ -46,8 +46,17 @@ from ..dp_round import DPClient, plan_dp
 from ..errors import ProtocolError, RemoteProtocolError, WireError
 from ..messages import Setup, SharesDelivery
 from ..wire import decode, encode
-from .frames import ABORT, BYE, PROTOCOL, RESULT, WELCOME, Bye, decode_frame, encode_frame
-from .frames import protocol_frame
+from .frames import (
+    ABORT,
+    BYE,
+    PROTOCOL,
+    RESULT,
+    WELCOME,
+    Bye,
+    decode_frame,
+    encode_frame,
+    protocol_frame,
+)
 from .jsonlog import JsonLog
 from .server import load_signing_key
 from .service import PATH, client_options

@@ -120,6 +120,24 @@ class _Reader:
         return raw.decode("ascii")
 
 
+def _result(r: _Reader) -> Result:
+    sid, rnd, count = r.take(SESSION_ID_BYTES), r.u32(), r.u32()
+    if count > MAX_COHORT:
+        raise WireError("survivor list too long")
+    survivors = tuple(int(v) for v in np.frombuffer(r.take(4 * count), ">u4"))
+    if list(survivors) != sorted(set(survivors)):
+        raise WireError("survivors must be sorted and distinct")
+    code = r.take(1)[0]
+    if code not in _DTYPES:
+        raise WireError(f"unknown aggregate type {code}")
+    dt = np.dtype(_DTYPES[code])
+    n = r.u32()
+    if n * dt.itemsize > len(r.data) - r.pos:
+        raise WireError("truncated frame")
+    agg = np.frombuffer(r.take(n * dt.itemsize), dt).astype(dt.newbyteorder("="))
+    return Result(sid, rnd, survivors, agg)
+
+
 def decode_frame(data: bytes) -> tuple[int, object]:
     """(kind, body): the wire bytes for PROTOCOL, else the decoded frame."""
     if not isinstance(data, bytes) or len(data) < 2:
@@ -133,21 +151,7 @@ def decode_frame(data: bytes) -> tuple[int, object]:
     if kind == WELCOME:
         body: object = Welcome(r.u32(), r.take(DIGEST_BYTES), r.u32())
     elif kind == RESULT:
-        sid, rnd, count = r.take(SESSION_ID_BYTES), r.u32(), r.u32()
-        if count > MAX_COHORT:
-            raise WireError("survivor list too long")
-        survivors = tuple(int(v) for v in np.frombuffer(r.take(4 * count), ">u4"))
-        if list(survivors) != sorted(set(survivors)):
-            raise WireError("survivors must be sorted and distinct")
-        code = r.take(1)[0]
-        if code not in _DTYPES:
-            raise WireError(f"unknown aggregate type {code}")
-        dt = np.dtype(_DTYPES[code])
-        n = r.u32()
-        if n * dt.itemsize > len(data) - r.pos:
-            raise WireError("truncated frame")
-        agg = np.frombuffer(r.take(n * dt.itemsize), dt).astype(dt.newbyteorder("="))
-        body = Result(sid, rnd, survivors, agg)
+        body = _result(r)
     elif kind == ABORT:
         body = Abort(r.take(SESSION_ID_BYTES), r.u32(), r.text(), r.text())
     elif kind == BYE:

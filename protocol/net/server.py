@@ -339,45 +339,49 @@ class AggregationServer:
         u, peer = ev.client, self.peers.get(ev.client)
         current = peer is not None and peer.conn == ev.conn
         if ev.data is None:
-            if u in state.dropped or not (current or peer is None):
-                return
-            self._drop(state, u, ev.reason)
-            pending.discard(u)
+            if u not in state.dropped and (current or peer is None):
+                self._drop(state, u, ev.reason)
+                pending.discard(u)
             return
         if not current or (u in state.dropped and state.dropped[u] != "deadline missed"):
             return  # from a closed connection, or from a client already thrown out
+        msg, why = self._message(state, u, ev.data)
+        if why is None and msg is not None:
+            digest = hashlib.sha256(ev.data).digest()
+            if digest in state.accepted:
+                why = f"replayed message: a second copy of its {type(msg).__name__}"
+            else:
+                try:
+                    state.sr.receive(msg)
+                except RemoteProtocolError as exc:
+                    why = f"refused: {exc}"
+                else:
+                    state.accepted.add(digest)
+                    pending.discard(u)
+        if why == "goodbye":
+            self._drop(state, u, why)
+            pending.discard(u)
+        elif why is not None:
+            self._violation(state, pending, peer, why)
+
+    def _message(self, state: _RoundState, u: int, data: bytes):
+        """(message, None) to process; (None, None) to ignore; (None, reason) to drop."""
         try:
-            kind, body = decode_frame(ev.data)
+            kind, body = decode_frame(data)
             if kind == BYE:
-                self._drop(state, u, "goodbye")
-                pending.discard(u)
-                return
+                return None, "goodbye"
             if kind != PROTOCOL:
                 raise WireError(f"frame kind {kind} is not for the server")
             msg = decode(body)
         except WireError as exc:
-            self._violation(state, pending, peer, f"garbage: {exc}")
-            return
+            return None, f"garbage: {exc}"
         if getattr(msg, "sender", None) != u:
-            self._violation(state, pending, peer,
-                            f"message in the name of client {getattr(msg, 'sender', None)}")
-            return
+            return None, f"message in the name of client {getattr(msg, 'sender', None)}"
         if msg.session_id in self._late.get(u, ()):
             self.log("late-message-ignored", round=msg.round, stage=state.stage, client=u,
                      kind=type(msg).__name__)
-            return
-        digest = hashlib.sha256(body).digest()
-        if digest in state.accepted:
-            self._violation(state, pending, peer,
-                            f"replayed message: a second copy of its {type(msg).__name__}")
-            return
-        try:
-            state.sr.receive(msg)
-        except RemoteProtocolError as exc:
-            self._violation(state, pending, peer, f"refused: {exc}")
-            return
-        state.accepted.add(digest)
-        pending.discard(u)
+            return None, None
+        return msg, None
 
     def _violation(self, state: _RoundState, pending: set[int], peer: _Peer, why: str) -> None:
         self._drop(state, peer.id, why)

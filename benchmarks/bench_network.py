@@ -1,0 +1,211 @@
+"""Networked load benchmark (issue 5): one server process, n clients over gRPC with mutual TLS.
+
+For each dimension d: a deployment of n clients (``secagg certs`` layout, b = 32, semi-honest,
+(k, t) from the parameter finder, no DP, so the sum is exact and checked), one
+``secagg server`` process and W worker processes running n / W clients each as asyncio tasks
+(:class:`protocol.net.client.AsyncClient`), all on 127.0.0.1. A fraction of the clients
+drops out, spread over the stages: a dropped client closes its connection when the message
+that opens its stage arrives (as a process killed there would).
+
+Reported per run: round time and time per stage (the server's own ``stage-closed`` and
+``round-complete`` log events; the round is timed from Setup to the published aggregate,
+after every client has connected), bytes per client on the wire (transport frames sent plus
+received: protocol messages, the published aggregate and the transport's own frames; TLS and
+HTTP/2 framing not included), the server process's peak resident memory (``wait4`` max RSS)
+and its resident memory when it started listening, and the ratio of the round time to the
+in-process simulation of the same round (:func:`protocol.simulate_round`, same n, d, graph
+parameters and dropout schedule), measured in the same run.
+
+Usage: python benchmarks/bench_network.py [--clients 200] [--dims 10000,100000]
+       [--dropout 0.1] [--workers 4] [--repeat 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from protocol import STAGES, RoundConfig, simulate_round
+from protocol.messages import KeysBroadcast, Setup, SharesDelivery, UnmaskRequest
+from protocol.net.certs import DemoOptions, write_demo
+from protocol.net.client import AsyncClient
+from protocol.net.jsonlog import JsonLog
+from protocol.net.settings import load_client
+
+OPENS = {Setup: "advertise_keys", KeysBroadcast: "share_keys", SharesDelivery: "masked_input",
+         UnmaskRequest: "unmasking"}
+ROUND_STAGES = [s for s in STAGES if s != "consistency_check"]
+
+
+class _Drop(Exception):
+    pass
+
+
+class BenchClient(AsyncClient):
+    """A client that vanishes (closes its connection without a goodbye) at one stage."""
+
+    drop_at: str | None = None
+
+    async def _on_message(self, msg) -> None:
+        if self.drop_at is not None and OPENS.get(type(msg)) == self.drop_at:
+            raise _Drop
+        await super()._on_message(msg)
+
+
+async def _one(cfg: Path, x: np.ndarray, drop_at: str | None, sink) -> dict:
+    settings = load_client(cfg)
+
+    async def provider(session, rnd):
+        return x, None
+
+    c = BenchClient(settings, log=JsonLog(sink, party="bench"), provider=provider)
+    c.drop_at = drop_at
+    await c.connect()
+    try:
+        await c.serve()
+        await c.close()
+    except _Drop:
+        c.call.cancel()
+        await c.channel.close()
+    return {"id": settings.id, "sent": c.bytes_sent, "received": c.bytes_received,
+            "dropped": drop_at}
+
+
+async def _worker(root: Path, ids: list[int], drops: dict[int, str]) -> list[dict]:
+    with open(os.devnull, "w") as sink:
+        xs = {u: np.load(root / f"update-{u}.npy") for u in ids}
+        return await asyncio.gather(*(_one(root / f"client-{u}.toml", xs[u], drops.get(u),
+                                           sink) for u in ids))
+
+
+def worker_main(args) -> None:
+    ids = [int(v) for v in args.ids.split(",")]
+    drops = {int(k): v for k, v in json.loads(args.drops).items()}
+    print(json.dumps(asyncio.run(_worker(Path(args.worker), ids, drops))))
+
+
+def _schedule(n: int, dropout: float, seed: int) -> dict[str, set[int]]:
+    rng = np.random.default_rng(seed)
+    dropped = rng.choice(n, size=int(round(dropout * n)), replace=False).tolist()
+    sched: dict[str, set[int]] = {s: set() for s in ROUND_STAGES}
+    for i, u in enumerate(dropped):
+        sched[ROUND_STAGES[i % len(ROUND_STAGES)]].add(int(u))
+    return sched
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def run_network(n: int, d: int, dropout: float, workers: int, seed: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="secagg-bench-") as tmp:
+        root = Path(tmp)
+        write_demo(root, DemoOptions(clients=n, port=_free_port(), dim=d, rounds=1,
+                                     dp=False, deadline=300.0, seed=seed))
+        text = (root / "server.toml").read_text()
+        (root / "server.toml").write_text(text.replace("join_timeout = 60.0",
+                                                       "join_timeout = 300.0"))
+        sched = _schedule(n, dropout, seed)
+        drops = {u: st for st, us in sched.items() for u in us}
+        server = subprocess.Popen([sys.executable, "-m", "protocol.cli", "server", "--config",
+                                   str(root / "server.toml")], stderr=subprocess.DEVNULL)
+        log = root / "state" / "server.log.jsonl"
+        while not (log.exists() and "listening" in log.read_text()):
+            if server.poll() is not None:
+                raise RuntimeError("the server exited before listening")
+            time.sleep(0.05)
+        base_rss = _rss_kib(server.pid)
+        chunks = [list(range(n))[i::workers] for i in range(workers)]
+        procs = [subprocess.Popen(
+            [sys.executable, __file__, "--worker", str(root), "--ids",
+             ",".join(map(str, ids)), "--drops",
+             json.dumps({u: drops[u] for u in ids if u in drops})],
+            stdout=subprocess.PIPE, text=True) for ids in chunks]
+        _, status, usage = os.wait4(server.pid, 0)
+        server.returncode = os.waitstatus_to_exitcode(status)
+        clients = [row for p in procs for row in json.loads(p.communicate(timeout=300)[0])]
+        events = [json.loads(x) for x in log.read_text().splitlines()]
+        if server.returncode != 0:
+            raise RuntimeError(f"server exit {server.returncode}: {events[-3:]}")
+        done = next(e for e in events if e["event"] == "round-complete")
+        stages = {e["stage"]: e["seconds"] for e in events if e["event"] == "stage-closed"}
+        agg = np.load(root / "state" / "aggregates" / "round-0.npy")
+        want = np.zeros(d, dtype=np.uint32)
+        for u in done["survivors"]:
+            want += np.load(root / f"update-{u}.npy")
+        survivors = set(done["survivors"])
+        sent = [c["sent"] for c in clients if c["id"] in survivors]
+        recv = [c["received"] for c in clients if c["id"] in survivors]
+        inputs = np.stack([np.load(root / f"update-{u}.npy") for u in range(n)])
+    t0 = time.perf_counter()
+    sim = simulate_round(inputs, RoundConfig(), sched, seed=seed)
+    sim_s = time.perf_counter() - t0
+    return {"bench": "network", "n": n, "d": d, "dropout": dropout, "workers": workers,
+            "survivors": len(survivors), "correct": bool(np.array_equal(agg, want)),
+            "round_s": done["seconds"], "stages_s": stages,
+            "sent_per_client": int(np.mean(sent)), "received_per_client": int(np.mean(recv)),
+            "plain_upload_bytes": 4 * d,
+            "server_peak_mib": usage.ru_maxrss / 1024, "server_base_mib": base_rss / 1024,
+            "simulation_s": sim_s, "ratio_to_simulation": done["seconds"] / sim_s,
+            "sim_survivors": len(sim.survivors)}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=200)
+    ap.add_argument("--dims", default="10000,100000")
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--ids", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--drops", default="{}", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker_main(args)
+        return
+    if not args.json:
+        print(f"{'n':>5} {'d':>8} {'surv':>4} {'round s':>8} {'sim s':>7} {'ratio':>6} "
+              f"{'sent/client':>11} {'recv/client':>11} {'up x':>6} {'peak MiB':>8} "
+              f"{'base MiB':>8}  "
+              "stages (s)")
+    for d in (int(float(v)) for v in args.dims.split(",")):
+        runs = [run_network(args.clients, d, args.dropout, args.workers, args.seed + i)
+                for i in range(args.repeat)]
+        for r in runs:
+            if args.json:
+                print(json.dumps(r), flush=True)
+                continue
+            st = " ".join(f"{k[:6]} {v:.3f}" for k, v in r["stages_s"].items())
+            print(f"{r['n']:>5} {r['d']:>8} {r['survivors']:>4} {r['round_s']:>8.3f} "
+                  f"{r['simulation_s']:>7.3f} {r['ratio_to_simulation']:>6.2f} "
+                  f"{r['sent_per_client']:>11,} {r['received_per_client']:>11,} "
+                  f"{r['sent_per_client'] / r['plain_upload_bytes']:>6.3f} "
+                  f"{r['server_peak_mib']:>8.1f} {r['server_base_mib']:>8.1f}  {st}"
+                  + ("" if r["correct"] else "  SUM WRONG"), flush=True)
+
+
+if __name__ == "__main__":
+    main()
