@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -40,3 +42,20 @@ def test_bench_noise_json_rows():
         assert r["tv_per_sample"] < 1e-30
     enc = [r for r in rows if r["bench"] == "encode"]
     assert len(enc) == 1 and enc[0]["d"] == 1000 and enc[0]["padded_d"] == 1024
+
+
+@pytest.mark.timeout(180)
+def test_bench_network_json_rows():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_network.py"), "--json",
+         "--clients", "8", "--dims", "100", "--repeat", "1", "--workers", "2"],
+        capture_output=True, text=True, check=True, cwd=ROOT, timeout=170,
+    ).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["n"] == 8 and r["d"] == 100 and r["correct"] is True
+    assert r["survivors"] == r["sim_survivors"] and 6 <= r["survivors"] <= 8
+    assert set(r["stages_s"]) == {"advertise_keys", "share_keys", "masked_input", "unmasking"}
+    assert r["round_s"] > 0 and r["simulation_s"] > 0 and r["server_peak_mib"] > 0
+    assert r["sent_per_client"] > r["plain_upload_bytes"]
