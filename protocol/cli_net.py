@@ -64,8 +64,8 @@ def run_net(args: argparse.Namespace) -> int:
     finally:
         log.close()
     if code:
-        print(f"secagg {party}: exit {code}; see the log"
-              + (f" {settings.log}" if settings.log else ""), file=sys.stderr)
+        print(f"secagg {party}: exit {code}: {log.last_error or 'see the log'}"
+              + (f" (log: {settings.log})" if settings.log else ""), file=sys.stderr)
     return code
 
 

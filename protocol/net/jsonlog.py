@@ -44,11 +44,14 @@ class JsonLog:
         else:
             self._stream, self._own = target, False
         self.party = party
+        self.last_error: str | None = None  # the reason of the last error-level event
 
     def __call__(self, event: str, *, level: str = "info", **fields: object) -> None:
         line = {"ts": round(time.time(), 3), "level": level, "party": self.party,
                 "event": event}
         line.update({k: _clean(k, v) for k, v in fields.items()})
+        if level == "error":
+            self.last_error = f"{event}: {line.get('reason', '')}"
         self._stream.write(json.dumps(line, separators=(",", ":")) + "\n")
         self._stream.flush()
 
