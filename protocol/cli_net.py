@@ -97,6 +97,8 @@ def _client(args, settings, log) -> int:
 
 
 def _certs(args: argparse.Namespace) -> int:
+    from dp.errors import DPError
+
     from .net.certs import DemoOptions, write_demo
 
     opts = DemoOptions(clients=args.clients, port=args.port, dim=args.dim, rounds=args.rounds,
@@ -104,7 +106,7 @@ def _certs(args: argparse.Namespace) -> int:
                        delta=args.delta, deadline=args.deadline, seed=args.seed)
     try:
         files = write_demo(args.out, opts)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, DPError) as exc:
         print(f"secagg certs: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {len(files)} files to {args.out}: CA, server and {args.clients} client "

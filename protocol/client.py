@@ -139,6 +139,20 @@ class ClientRound:
         self.state = nxt
         return out
 
+    def accepts(self, message: Message) -> bool:
+        """Whether ``message`` is legal now (state, recipient, session and round), without
+        processing it or changing any state: lets a caller avoid work (or a privacy charge)
+        for a message :meth:`receive` would refuse anyway."""
+        if self.state is ClientState.ERROR:
+            return False
+        mode = self.setup.mode if self.setup else ANY
+        try:
+            client_next(mode, self.state, type(message))
+            self._check_binding(message)
+        except (LocalProtocolError, _Refuse):
+            return False
+        return True
+
     def _fail(self, reason: str) -> None:
         self.state = ClientState.ERROR
         self.error = reason

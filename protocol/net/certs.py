@@ -60,6 +60,13 @@ def _shared(o: DemoOptions) -> str:
 
 def write_demo(out: str | Path, o: DemoOptions) -> list[Path]:
     """Write the demo deployment into ``out`` (created; existing key files are refused)."""
+    from ..config import RoundConfig
+    from ..dp_round import DPConfig
+    from .settings import runnable
+
+    dp = DPConfig(clip_norm=o.clip_norm, epsilon=o.epsilon, delta=o.delta, rounds=o.rounds,
+                  mechanism="skellam") if o.dp else None
+    runnable(RoundConfig(bits=o.bits, mode=o.mode), dp, o.clients, o.dim)  # before any file
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "ca.key").exists():

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator, MutableSet
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ import numpy as np
 from dp.errors import BudgetExceeded, DPError
 from dp.ledger import Ledger
 from dp.update import UpdateSpec, flatten, unflatten
-from secagg import SecAggError, SigningKey
+from secagg import Ring, SecAggError, SigningKey
 
 from ..client import ClientRound, InputError
 from ..dp_round import DPClient, plan_dp
@@ -58,7 +59,7 @@ from .frames import (
     protocol_frame,
 )
 from .jsonlog import JsonLog
-from .server import load_signing_key
+from .server import _ascii, check_budget_matches, load_signing_key
 from .service import PATH, client_options
 from .settings import ClientSettings, SettingsError, load_client
 from .tls import read_pem
@@ -162,7 +163,9 @@ class AsyncClient:
             return
         key = load_signing_key(s.ledger_key) if s.ledger_key is not None else None
         if s.ledger.exists():
-            self.ledger = Ledger.open(s.ledger, signing_key=key)
+            ledger = Ledger.open(s.ledger, signing_key=key)
+            check_budget_matches(ledger, s.dp.budget)
+            self.ledger = ledger
         else:
             self.ledger = Ledger.create(s.ledger, s.dp.budget, owner=f"client-{s.id}",
                                         signing_key=key)
@@ -220,7 +223,7 @@ class AsyncClient:
     async def close(self, reason: str = "client closing") -> None:
         if self.call is not None and not self.call.done():
             try:
-                await asyncio.wait_for(self.call.write(encode_frame(Bye(reason))), 2.0)
+                await asyncio.wait_for(self.call.write(encode_frame(Bye(_ascii(reason)))), 2.0)
                 await asyncio.wait_for(self.call.done_writing(), 2.0)
             except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError,
                     asyncio.CancelledError, TimeoutError):
@@ -297,8 +300,12 @@ class AsyncClient:
         cr = self.current
         if cr is None:
             return  # no round in progress here (refused or abandoned): stay silent
-        if isinstance(msg, SharesDelivery) and not await self._give_input(cr):
-            return
+        if isinstance(msg, SharesDelivery):
+            if not cr.accepts(msg):  # refuse before taking (and being charged for) an input
+                self._abandon(f"refused an out-of-turn {type(msg).__name__}")
+                return
+            if not await self._give_input(cr):
+                return
         try:
             out = cr.receive(msg)
         except (RemoteProtocolError, InputError) as exc:
@@ -352,8 +359,13 @@ class AsyncClient:
                 vec = np.asarray(update)
             cr.set_input(vec)
         except (DPError, SecAggError, ProtocolError, TypeError, ValueError) as exc:
-            self._abandon(f"this client's input was refused: {exc}", level="error")
-            self._fail_input(RoundFailed(f"input refused: {exc}"))
+            # the detail can quote a value of the private input: it goes to the caller only
+            self._abandon(f"this client's input was refused ({type(exc).__name__})",
+                          level="error")
+            failed = RoundFailed(f"input refused: {exc}")
+            self._fail_input(failed)
+            if self.provider is not None and self.on_result is not None:
+                self.on_result(failed)
             return False
         self._consumed = s.session_id
         return True
@@ -382,6 +394,24 @@ class AsyncClient:
         if ab.session_id == self._consumed and self.on_result is not None:
             self._consumed = None
             self.on_result(RoundFailed(f"round {ab.round} aborted in {ab.stage}: {ab.reason}"))
+
+    def check_input(self, update: object, weight: float | None = None) -> str | None:
+        """Why ``update`` cannot be this client's input (None if it can), without a charge:
+        the flattened size must be the configured dimension (with DP; NaN and infinities
+        refused), or the vector must be ring integers of the right length (without DP)."""
+        try:
+            if self.plan is not None:
+                vec, _ = flatten(update)
+                if vec.size != self.s.dim:
+                    return f"{vec.size} coordinates, the deployment has {self.s.dim}"
+                if self.plan.config.weighted and weight is None:
+                    return "weighted aggregation needs --weight"
+            else:
+                Ring(self.round_config.bits).validate(np.asarray(update), length=self.s.dim,
+                                                      name="input")
+        except (DPError, SecAggError, TypeError, ValueError) as exc:
+            return str(exc)
+        return None
 
     # -- the queued inputs of SecAggClient ------------------------------------------------
     def _queue_get(self) -> asyncio.Queue:
@@ -419,6 +449,13 @@ async def run_client(settings: ClientSettings, update: object, *, weight: float 
         client = (factory or AsyncClient)(settings, log=log, provider=provider)
     except (SettingsError, DPError) as exc:
         (log or JsonLog(None, party="client"))("exit", level="error", code=2, reason=str(exc))
+        return 2
+    problem = client.check_input(update, weight)
+    if problem is not None:  # refused before connecting: the same input goes to every round
+        print(f"secagg client: the input does not fit the deployment: {problem}",
+              file=sys.stderr)
+        client.log("exit", level="error", code=2,
+                   reason="the input does not fit the deployment (details on stderr)")
         return 2
     client.on_result = on_result
     loop = asyncio.get_running_loop()

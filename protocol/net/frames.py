@@ -65,8 +65,21 @@ class Bye:
 
 
 def _text(s: str) -> bytes:
-    raw = s.encode("ascii", "replace")[:MAX_TEXT]
-    return _U32.pack(len(raw)) + raw
+    if not isinstance(s, str) or len(s) > MAX_TEXT or not (s.isascii() and s.isprintable()):
+        raise WireError(f"frame text must be printable ASCII of at most {MAX_TEXT} characters")
+    return _U32.pack(len(s)) + s.encode("ascii")
+
+
+def _u32(v: object) -> bytes:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 32:
+        raise WireError(f"frame integer must be in [0, 2^32), got {v!r}")
+    return _U32.pack(v)
+
+
+def _fixed(v: object, n: int, what: str) -> bytes:
+    if not isinstance(v, bytes) or len(v) != n:
+        raise WireError(f"{what} must be {n} bytes")
+    return v
 
 
 def protocol_frame(wire_bytes: bytes) -> bytes:
@@ -76,21 +89,24 @@ def protocol_frame(wire_bytes: bytes) -> bytes:
 def encode_frame(frame: Welcome | Result | Abort | Bye) -> bytes:
     head = bytes([TRANSPORT_VERSION])
     if isinstance(frame, Welcome):
-        return head + bytes([WELCOME]) + _U32.pack(frame.client_id) + frame.config_digest + \
-            _U32.pack(frame.next_round)
+        return (head + bytes([WELCOME]) + _u32(frame.client_id)
+                + _fixed(frame.config_digest, DIGEST_BYTES, "config digest")
+                + _u32(frame.next_round))
     if isinstance(frame, Result):
         agg = np.ascontiguousarray(frame.aggregate)
         code = {np.dtype(np.uint32): 1, np.dtype(np.uint64): 2,
                 np.dtype(np.float64): 3}.get(agg.dtype)
         if code is None or agg.ndim != 1:
             raise WireError("a published aggregate is a 1-D uint32, uint64 or float64 vector")
-        return (head + bytes([RESULT]) + frame.session_id + _U32.pack(frame.round)
-                + _U32.pack(len(frame.survivors))
-                + np.asarray(frame.survivors, ">u4").tobytes()
-                + bytes([code]) + _U32.pack(agg.size) + agg.astype(_DTYPES[code]).tobytes())
+        surv = list(frame.survivors)
+        if len(surv) > MAX_COHORT or surv != sorted(set(surv)):
+            raise WireError("survivors must be sorted, distinct and at most the cohort bound")
+        return (head + bytes([RESULT]) + _fixed(frame.session_id, SESSION_ID_BYTES, "session")
+                + _u32(frame.round) + _u32(len(surv)) + b"".join(_u32(v) for v in surv)
+                + bytes([code]) + _u32(agg.size) + agg.astype(_DTYPES[code]).tobytes())
     if isinstance(frame, Abort):
-        return (head + bytes([ABORT]) + frame.session_id + _U32.pack(frame.round)
-                + _text(frame.stage) + _text(frame.reason))
+        return (head + bytes([ABORT]) + _fixed(frame.session_id, SESSION_ID_BYTES, "session")
+                + _u32(frame.round) + _text(frame.stage) + _text(frame.reason))
     if isinstance(frame, Bye):
         return head + bytes([BYE]) + _text(frame.reason)
     raise WireError(f"not a transport frame: {type(frame).__name__}")

@@ -55,6 +55,14 @@ from .settings import ServerSettings, SettingsError
 from .tls import CertificateError, fingerprint, read_pem
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_ABORTED, EXIT_BUDGET = 0, 1, 2, 3, 4
+# A client has at most one message per stage to send; more than this many unhandled frames
+# from one connection (e.g. sent between rounds, when nothing drains them) is a flood.
+MAX_QUEUED = 16
+
+
+def _ascii(text: str) -> str:
+    """Printable ASCII of at most 256 characters, for a BYE or ABORT frame."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:256]
 
 
 @dataclass
@@ -73,6 +81,7 @@ class _Peer:
         self.outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.status: tuple[grpc.StatusCode, str] | None = None
         self.bytes_in = self.bytes_out = 0
+        self.queued = 0  # frames read but not yet handled by the round loop
 
     def close(self, code: grpc.StatusCode, details: str) -> None:
         if self.status is None:
@@ -175,6 +184,13 @@ class AggregationServer:
                     self.inbox.put_nowait(_Inbound(peer.id, peer.conn, None, reason))
                     peer.close(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
                     return
+                peer.queued += 1
+                if peer.queued > MAX_QUEUED:
+                    reason = (f"flooding: more than {MAX_QUEUED} messages waiting to be "
+                              "handled")
+                    self.inbox.put_nowait(_Inbound(peer.id, peer.conn, None, reason))
+                    peer.close(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
+                    return
                 self.inbox.put_nowait(_Inbound(peer.id, peer.conn, data))
                 if len(data) >= 2 and data[1] == BYE:
                     reason = "goodbye"
@@ -199,6 +215,7 @@ class AggregationServer:
             self.log("exit", level="error", reason=f"cannot listen on {s.host}:{s.port}: {exc}")
             return EXIT_CONFIG
         ledger = None
+        bye = "all rounds done"
         try:
             ledger, dps = self._open_ledger()
             first = ledger.rounds if ledger is not None else 0
@@ -214,17 +231,25 @@ class AggregationServer:
                     await asyncio.sleep(s.round_gap)
                 await self._wait_for_clients(s.join_timeout if r == first else s.between_rounds)
                 await self._round(r, dps)
-            self._broadcast(encode_frame(Bye("all rounds done")))
             self.log("exit", code=EXIT_OK, rounds=s.rounds)
             return EXIT_OK
         except RoundAborted as exc:
-            self.log("exit", level="error", code=EXIT_ABORTED, stage=exc.stage,
+            code = EXIT_BUDGET if exc.reason.startswith("ledger") else EXIT_ABORTED
+            bye = f"round aborted in {exc.stage}: {exc.reason}"
+            self.log("exit", level="error", code=code, stage=exc.stage,
                      reason=exc.reason, detail=exc.detail)
-            return EXIT_ABORTED
+            return code
         except (BudgetExceeded, DPError) as exc:
+            bye = f"server stopped: privacy budget or ledger: {exc}"
             self.log("exit", level="error", code=EXIT_BUDGET, reason=str(exc))
             return EXIT_BUDGET
+        except OSError as exc:
+            bye = "server stopped: an I/O error"
+            self.log("exit", level="error", code=EXIT_ERROR,
+                     reason=f"I/O error: {exc.strerror or exc}")
+            return EXIT_ERROR
         finally:
+            self._broadcast(encode_frame(Bye(_ascii(bye))))
             for p in list(self.peers.values()):
                 p.close(grpc.StatusCode.OK, "server stopping")
             await asyncio.sleep(0.05)
@@ -239,6 +264,7 @@ class AggregationServer:
         key = load_signing_key(s.ledger_key) if s.ledger_key is not None else None
         if s.ledger.exists():
             ledger = Ledger.open(s.ledger, signing_key=key)  # verifies the whole history
+            check_budget_matches(ledger, s.dp.budget)
             self.log("ledger-opened", rounds=ledger.rounds, epsilon=ledger.spent()[0])
         else:
             ledger = Ledger.create(s.ledger, s.dp.budget, owner="server", signing_key=key)
@@ -290,11 +316,19 @@ class AggregationServer:
                      reason=exc.reason, detail=exc.detail, session=sid)
             self._broadcast(encode_frame(Abort(session, r, exc.stage, exc.reason)))
             raise
-        except (DPError, ProtocolError) as exc:
+        except (DPError, OSError) as exc:  # the write-ahead record failed: nothing unmasked
             stage = state.stage
-            self.log("round-aborted", level="error", round=r, stage=stage, reason=str(exc))
-            self._broadcast(encode_frame(Abort(session, r, stage, "ledger or budget refused")))
-            raise RoundAborted(stage, "ledger-refused", str(exc)) from None
+            why = str(exc) if isinstance(exc, DPError) else f"I/O error: {exc.strerror or exc}"
+            self.log("round-aborted", level="error", round=r, stage=stage,
+                     reason="ledger-refused", detail=why)
+            self._broadcast(encode_frame(Abort(session, r, stage, "ledger-refused")))
+            raise RoundAborted(stage, "ledger-refused", why) from None
+        except ProtocolError as exc:
+            stage = state.stage
+            self.log("round-aborted", level="error", round=r, stage=stage,
+                     reason="protocol-error", detail=str(exc))
+            self._broadcast(encode_frame(Abort(session, r, stage, "protocol-error")))
+            raise RoundAborted(stage, "protocol-error", str(exc)) from None
         aggregate = sr.aggregate
         if dps is not None:
             aggregate = dps.finish(aggregate, session_id=session, round_=r).astype(np.float64)
@@ -329,15 +363,17 @@ class AggregationServer:
             except TimeoutError:
                 break
             self._handle(state, pending, ev)
+        # what already arrived is handled first, so a message that beat the deadline counts
+        while not self.inbox.empty():
+            self._handle(state, pending, self.inbox.get_nowait())
         for u in sorted(pending):
             self._drop(state, u, "deadline missed", late=True)
-        # what already arrived is handled now, so a message that beat the deadline counts
-        while not self.inbox.empty():
-            self._handle(state, set(), self.inbox.get_nowait())
 
     def _handle(self, state: _RoundState, pending: set[int], ev: _Inbound) -> None:
         u, peer = ev.client, self.peers.get(ev.client)
         current = peer is not None and peer.conn == ev.conn
+        if current and ev.data is not None:
+            peer.queued -= 1
         if ev.data is None:
             if u not in state.dropped and (current or peer is None):
                 self._drop(state, u, ev.reason)
@@ -408,6 +444,18 @@ class _RoundState:
     def __post_init__(self) -> None:
         self.dropped: dict[int, str] = {}
         self.accepted: set[bytes] = set()  # SHA-256 of each accepted message, to name replays
+
+
+def check_budget_matches(ledger: Ledger, budget) -> None:
+    """Refuse a ledger whose recorded budget differs from the configured one (a lowered
+    budget in the configuration must not be silently ignored, nor a raised one applied)."""
+    got = ledger.budget
+    if (got.epsilon, got.delta) != (float(budget.epsilon), float(budget.delta)):
+        ledger.close()
+        raise SettingsError(f"the ledger {ledger.path} was created for the budget "
+                            f"(epsilon {got.epsilon}, delta {got.delta}), the configuration "
+                            f"says (epsilon {budget.epsilon}, delta {budget.delta}); start a "
+                            "new ledger or restore the configured budget")
 
 
 def serve(settings: ServerSettings, log: JsonLog) -> int:

@@ -10,6 +10,7 @@ server sends its digest in WELCOME and a client refuses a server whose digest di
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -195,8 +196,26 @@ def _common(base: Path, t: _Table) -> dict:
     dp = _dp_config(t.table("dp"))
     if rc.mode == "malicious" and reg.verify_keys() is None:
         raise SettingsError("malicious mode: every registry entry needs an ed25519 key")
+    runnable(rc, dp, len(reg.members), dim)
     return dict(dim=dim, registry=reg, round=rc, dp=dp, ca=_path(base, t, "ca"),
                 cert=_path(base, t, "cert"), key=_path(base, t, "key"))
+
+
+def runnable(rc: RoundConfig, dp: DPConfig | None, n: int, dim: int) -> int:
+    """Refuse (SettingsError) round and DP parameters no round over ``n`` clients can meet;
+    return the words of the vector the protocol carries (the padded DP encoding, or dim)."""
+    from dp.errors import DPError
+
+    from ..dp_round import plan_dp
+
+    try:
+        rc.resolve(n)
+        if dp is None:
+            return dim
+        return plan_dp(dp, rc, n, dim).encoding.padded_dim
+    except (ProtocolError, DPError) as exc:
+        raise SettingsError(f"no round can run with these parameters for the {n} registered "
+                            f"clients: {exc}") from None
 
 
 def config_digest(dim: int, registry: Registry, rc: RoundConfig, dp: DPConfig | None) -> bytes:
@@ -259,7 +278,14 @@ def load_server(path: str | Path) -> ServerSettings:
     t.done()
     if kw["dp"] is not None and kw["ledger"] is None:
         raise SettingsError(f"{path}: a [dp] deployment must name its privacy ledger")
-    return ServerSettings(**kw)
+    out = ServerSettings(**kw)
+    if out.max_message_bytes:
+        words = runnable(out.round, out.dp, len(out.registry.members), out.dim)
+        need = ServerSettings.message_bound(dataclasses.replace(out, max_message_bytes=0), words)
+        if out.max_message_bytes < need:
+            raise SettingsError(f"{path}: max_message_bytes = {out.max_message_bytes} is below "
+                                f"the largest message of a round ({need} bytes)")
+    return out
 
 
 @dataclass(frozen=True)
@@ -285,7 +311,7 @@ def load_client(path: str | Path) -> ClientSettings:
     kw["server"] = t.get("server", str, f"127.0.0.1:{DEFAULT_PORT}")
     kw["server_name"] = t.get("server_name", str, None)
     kw["connect_timeout"] = t.get("connect_timeout", float, 30.0, lo=0.1)
-    kw["input_timeout"] = t.get("input_timeout", float, 120.0, lo=0.0)
+    kw["input_timeout"] = t.get("input_timeout", float, 120.0, lo=0.1)
     for key in ("identity", "state_dir", "ledger", "ledger_key", "log"):
         kw[key] = _path(base, t, key, None)
     t.done()

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from net_harness import make_deployment
 
-from dp.ledger import Budget, Ledger, verify
+from dp.ledger import Ledger, verify
 from protocol.config import RoundConfig
+from protocol.dp_round import plan_dp
 from protocol.net.tls import cert_pem, key_pem, make_ca, make_leaf
 
 pytestmark = pytest.mark.timeout(180)
@@ -240,17 +241,37 @@ def test_client_refuses_a_server_with_another_configuration(deploy):
     assert d.assert_sum(0) == [1, 2, 3, 4]
 
 
+def test_client_refuses_a_ledger_made_for_another_budget(deploy):
+    d = deploy(5, dp=True, rounds=1)
+    state = d.dir / "state" / "client-2"
+    state.mkdir(parents=True)
+    from dp.ledger import Budget
+
+    Ledger.create(state / "ledger.jsonl", Budget(50.0, 1e-2), owner="client-2").close()
+    d.edit("client-2.toml", "connect_timeout = 30.0", "connect_timeout = 3.0")
+    srv = d.server()
+    d.wait_for(lambda: d.events("listening") or srv.poll() is not None, 30, "listening")
+    assert d.wait(d.client(2)) == 2
+    assert "was created for the budget" in json.dumps(d.client_events(2, "exit"))
+
+
 def test_client_over_its_own_budget_refuses_the_round(deploy):
     d = deploy(5, dp=True, rounds=1)
     state = d.dir / "state" / "client-2"
     state.mkdir(parents=True)
-    Ledger.create(state / "ledger.jsonl", Budget(0.01, 1e-5), owner="client-2").close()
+    # the client's own ledger, created for the configured budget, already spent by an
+    # earlier participation (the plan is for one round)
+    plan = plan_dp(d.settings.dp, d.settings.round, 5, 64)
+    with Ledger.create(state / "ledger.jsonl", d.settings.dp.budget, owner="client-2") as led:
+        led.record_round(event=plan.event, session="00" * 32, round_=0, cohort=5,
+                         survivors=None, n_min=plan.n_min, clip_norm=1.0,
+                         mechanism=plan.mechanism_record(None), sampler_tv=plan.sampler_tv)
     clients = d.start_all()
     assert d.wait_server() == 0
     _clients_exit_zero(d, clients)
     refusals = d.client_events(2, "round-refused")
     assert refusals and "budget" in refusals[0]["reason"]
     assert d.dropped(0) == {2: "deadline missed"} or 2 not in d.completed()[0]
-    assert verify(state / "ledger.jsonl").entries == 0
+    assert verify(state / "ledger.jsonl").entries == 1  # nothing more was charged
     agg = np.load(d.dir / "state" / "aggregates" / "round-0.npy")
     assert agg.dtype == np.float64 and agg.shape == (64,)
