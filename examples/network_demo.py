@@ -9,7 +9,10 @@ published aggregate against the inputs of that round's survivors: equal to the p
 2^b without DP; with DP the error against the true sum, next to the noise the plan predicts.
 With DP it finally verifies the server's ledger (signed) and each client's ledger.
 ``--drop N`` kills N clients with SIGKILL as soon as the first round starts, to watch dropout
-recovery. Exit status 0 when every check passes.
+recovery. N may be at most the cohort minus the round's minimum: with DP that is the plan's
+n_min (the noise is sized for at least n_min survivors, so a round with fewer aborts rather than
+publish a sum with too little noise); without DP the round's ``min_survivors``. A larger N is
+refused before anything starts (exit 2). Exit status 0 when every check passes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from dp.ledger import verify
+from protocol.dp_round import plan_dp
 from protocol.net.settings import load_server
 
 
@@ -32,6 +36,15 @@ def _log_events(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def round_minimum(settings) -> int:
+    """Fewest live clients every round of this deployment needs: the DP plan's n_min, or the
+    round's min_survivors without DP."""
+    n = len(settings.registry.members)
+    if settings.dp is None:
+        return settings.round.resolve(n).min_survivors
+    return plan_dp(settings.dp, settings.round, n, settings.dim).n_min
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     d = args.dir
     settings = load_server(d / "server.toml")
+    n = len(settings.registry.members)
+    most = n - round_minimum(settings)
+    if not 0 <= args.drop <= most:
+        why = ("the DP noise is planned for that many survivors" if settings.dp is not None
+               else "the round's min_survivors")
+        print(f"network_demo: --drop {args.drop} is outside [0, {most}]: every round needs at "
+              f"least {n - most} of the {n} clients ({why}); make a larger demo with "
+              f"`secagg certs --clients`", file=sys.stderr)
+        return 2
     exe = [sys.executable, "-m", "protocol.cli"]
     start_log = len(_log_events(settings.log)) if settings.log else 0
     server = subprocess.Popen([*exe, "server", "--config", str(d / "server.toml")])
