@@ -9,9 +9,9 @@ published aggregate against the inputs of that round's survivors: equal to the p
 2^b without DP; with DP the error against the true sum, next to the noise the plan predicts.
 With DP it finally verifies the server's ledger (signed) and each client's ledger.
 ``--drop N`` kills N clients with SIGKILL as soon as the first round starts, to watch dropout
-recovery. N may be at most the cohort minus the round's minimum: with DP that is the plan's
-n_min (the noise is sized for at least n_min survivors, so a round with fewer aborts rather than
-publish a sum with too little noise); without DP the round's ``min_survivors``. A larger N is
+recovery. N may be at most the cohort minus the round's ``min_survivors``, which with DP is at
+least the plan's n_min (the noise is sized for n_min survivors, so a round with fewer aborts
+rather than publish a sum with too little noise). A larger N is
 refused before anything starts (exit 2). Exit status 0 when every check passes.
 """
 
@@ -39,12 +39,14 @@ def _log_events(path: Path) -> list[dict]:
 
 
 def round_minimum(settings) -> int:
-    """Fewest live clients every round of this deployment needs: the DP plan's n_min, or the
-    round's min_survivors without DP."""
+    """Fewest live clients every round of this deployment needs, as the server computes it:
+    the min_survivors of the round configuration it runs (with DP, the plan's, raised to at
+    least n_min)."""
     n = len(settings.registry.members)
-    if settings.dp is None:
-        return settings.round.resolve(n).min_survivors
-    return plan_dp(settings.dp, settings.round, n, settings.dim).n_min
+    rc = settings.round
+    if settings.dp is not None:
+        rc = plan_dp(settings.dp, rc, n, settings.dim).round_config
+    return rc.resolve(n).min_survivors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,13 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     d = args.dir
     settings = load_server(d / "server.toml")
-    n = len(settings.registry.members)
-    most = n - round_minimum(settings)
-    if not 0 <= args.drop <= most:
+    n, need = len(settings.registry.members), round_minimum(settings)
+    if not 0 <= args.drop <= n - need:
         why = ("the DP noise is planned for that many survivors" if settings.dp is not None
                else "the round's min_survivors")
-        print(f"network_demo: --drop {args.drop} is outside [0, {most}]: every round needs at "
-              f"least {n - most} of the {n} clients ({why}); make a larger demo with "
+        print(f"network_demo: --drop {args.drop} is outside [0, {n - need}]: every round needs "
+              f"at least {need} of the {n} clients ({why}); make a larger demo with "
               f"`secagg certs --clients`", file=sys.stderr)
         return 2
     exe = [sys.executable, "-m", "protocol.cli"]

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from net_harness import free_port
+from net_harness import free_port, make_deployment
 
 from protocol.net.certs import DemoOptions, write_demo
 
@@ -38,10 +38,7 @@ def test_demo_refuses_more_drops_than_the_dp_plan_allows(tmp_path, capsys):
 
 @pytest.mark.timeout(120)
 def test_demo_runs_with_a_killed_client_and_passes(tmp_path, capsys):
-    write_demo(tmp_path, DemoOptions(clients=8, port=free_port(), dim=64, rounds=2, seed=3))
-    text = (tmp_path / "server.toml").read_text().replace("between_rounds = 2.0",
-                                                          "between_rounds = 0.5")
-    (tmp_path / "server.toml").write_text(text)
+    make_deployment(tmp_path, 8, dp=True, rounds=2)
     code = _demo_module().main([str(tmp_path), "--drop", "1", "--timeout", "100"])
     out = capsys.readouterr().out
     assert code == 0, out
