@@ -10,7 +10,6 @@ in :meth:`receive`, and the client then stays in ERROR for good.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Mapping, MutableSet
 
@@ -34,8 +33,8 @@ from secagg import (
     pairwise_sign,
     split,
 )
-from secagg.encoding import canonical
 from secagg.keyagreement import PURPOSE_MASK, PURPOSE_SHARE_ENCRYPTION
+from secagg.merkle import InclusionError, verify_inclusion
 from secagg.shamir import SHARE_BYTES
 
 from .config import ConfigError, RoundConfig, RoundParameters, derive_graph_seed
@@ -53,10 +52,15 @@ from .messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from .payloads import (
+    ADVERTISE_LABEL,
+    CONSISTENCY_LABEL,
+    advertise_bytes,
+    commit_self_seed,
+    key_leaf,
+    survivors_bytes,
+)
 from .transitions import ANY, ClientState, client_next
-
-ADVERTISE_LABEL = "advertise-keys"
-CONSISTENCY_LABEL = "consistency-check"
 
 
 class InputError(LocalProtocolError):
@@ -67,31 +71,19 @@ class _Refuse(Exception):
     """A check on a peer's message failed; converted to RemoteProtocolError in receive()."""
 
 
-def advertise_bytes(  # noqa: PLR0917 - the fields a key advertisement signs, in order
-    session_id: bytes, rnd: int, u: int, c_pk: bytes, s_pk: bytes, b_commitment: bytes
-) -> bytes:
-    return canonical("advertise", session_id, rnd, u, c_pk, s_pk, b_commitment)
-
-
-def commit_self_seed(session_id: bytes, rnd: int, u: int, seed: bytes) -> bytes:
-    """SHA-256 commitment to b_u, bound to the session, round and client. b_u is a uniform
-    256-bit secret, so the commitment hides it; the server checks the reconstructed b_u
-    against it, so a forged share cannot silently change the aggregate."""
-    return hashlib.sha256(canonical("b-commit", session_id, rnd, u, seed)).digest()
-
-
-def survivors_bytes(session_id: bytes, rnd: int, survivors: tuple[int, ...]) -> bytes:
-    return canonical("survivors", session_id, rnd, np.asarray(survivors, ">u4").tobytes())
-
-
 class ClientRound:
     """Client ``client_id`` for one round.
 
     ``config`` is the deployment's configuration as *this client* knows it: a Setup whose mode,
     bit width, degree, threshold or minimum survivors differ from ``config.resolve(n)`` is
-    refused, so a server cannot downgrade the mode or weaken the parameters. ``used_sessions``
-    (keep one set across rounds, persistently) makes the client refuse a Setup that reuses a
-    session id it has already taken part in.
+    refused, so a server cannot downgrade the mode or weaken the parameters.
+
+    ``used_sessions`` is the store of session ids this identity has taken part in (see
+    :mod:`protocol.sessions`): a Setup that reuses one is refused. Malicious mode requires it,
+    kept per identity across objects, processes and restarts (a
+    :class:`~protocol.sessions.FileSessionStore`, or
+    :func:`~protocol.sessions.store_for_identity` in one process): an identity that took part
+    in one session twice could be made to sign two survivor sets for it.
     """
 
     def __init__(
@@ -110,6 +102,9 @@ class ClientRound:
             raise LocalProtocolError("config must be the deployment's RoundConfig")
         if config.mode == "malicious" and (identity is None or registry is None):
             raise LocalProtocolError("malicious mode needs an identity key and a registry")
+        if config.mode == "malicious" and used_sessions is None:
+            raise LocalProtocolError("malicious mode needs a persistent used-session store "
+                                     "(used_sessions) kept for this identity")
         self.config = config
         self.id = client_id
         self.state = ClientState.IDLE
@@ -252,6 +247,7 @@ class ClientRound:
                 raise _Refuse("unexpected signature in semi-honest mode")
             if v != self.id:
                 self.peer_keys[v] = (c_pk, s_pk)
+        self._check_key_commitment(m)
         if len(self.peer_keys) < s.threshold:
             raise _Refuse(f"only {len(self.peer_keys)} neighbours advertised keys, t = "
                           f"{s.threshold}")
@@ -268,6 +264,28 @@ class ClientRound:
             out.append((v, encrypt(self.enc_keys[v], bs.to_bytes() + ss.to_bytes(),
                                    AeadContext(s.session_id, s.round, self.id, v))))
         return [ShareKeys(s.session_id, s.round, self.id, tuple(out))]
+
+    def _check_key_commitment(self, m: KeysBroadcast) -> None:
+        """Malicious mode: every entry received (this client's own and its neighbours') must be
+        a leaf of the announced key commitment; the ConsistencyCheck signature covers it."""
+        s = self.setup
+        if s.mode != "malicious":
+            if m.key_root:
+                raise _Refuse("unexpected key commitment in semi-honest mode")
+            return
+        if not m.key_root:
+            raise _Refuse("the key broadcast carries no key commitment")
+        if m.key_count > len(s.cohort):
+            raise _Refuse(f"key commitment over {m.key_count} advertisements, the cohort has "
+                          f"{len(s.cohort)}")
+        for entry, (_, index, proof) in zip(m.keys, m.proofs, strict=True):
+            try:
+                verify_inclusion(m.key_root, key_leaf(s.session_id, s.round, entry),
+                                 index=index, count=m.key_count, proof=proof)
+            except InclusionError:
+                raise _Refuse(f"the key entry of client {entry[0]} is not in the key "
+                              "commitment") from None
+        self.key_root, self.key_count = m.key_root, m.key_count
 
     # -- round 2: shares -> MaskedInput ----------------------------------------------------
     def _on_shares(self, m: SharesDelivery) -> list[Message]:
@@ -301,7 +319,9 @@ class ClientRound:
         u3 = frozenset(m.survivors)
         self._check_survivors(u3)
         self.u3 = m.survivors
-        sig = self._identity.sign(survivors_bytes(s.session_id, s.round, m.survivors),
+        sig = self._identity.sign(survivors_bytes(s.session_id, s.round, m.survivors,
+                                                  key_root=self.key_root,
+                                                  key_count=self.key_count),
                                   label=CONSISTENCY_LABEL)
         return [ConsistencySignature(s.session_id, s.round, self.id, sig)]
 
@@ -348,7 +368,8 @@ class ClientRound:
 
     def _check_signatures(self, signatures: tuple[tuple[int, bytes], ...]) -> None:
         s = self.setup
-        msg = survivors_bytes(s.session_id, s.round, self.u3)
+        msg = survivors_bytes(s.session_id, s.round, self.u3, key_root=self.key_root,
+                              key_count=self.key_count)
         u3 = frozenset(self.u3)
         for w, sig in signatures:
             if w not in u3:
@@ -356,8 +377,9 @@ class ClientRound:
             try:
                 self._registry[w].verify(sig, msg, label=CONSISTENCY_LABEL)
             except SecAggError:
-                raise _Refuse(f"consistency signature of client {w} does not verify: the "
-                              "survivor sets disagree") from None
+                raise _Refuse(f"consistency signature of client {w} does not verify: it "
+                              "was made over another survivor set or key commitment (another "
+                              "view or another run)") from None
         if len(signatures) < self.params.quorum:
             raise _Refuse(f"only {len(signatures)} consistency signatures over this survivor "
                           f"set, the quorum is {self.params.quorum}")

@@ -23,6 +23,7 @@ MAX_CLIENT_ID = (1 << 32) - 2  # Shamir x-coordinate is id + 1, a u32
 MAX_COHORT = 100_000
 MAX_VECTOR_BYTES = 1 << 30
 MAX_CIPHERTEXT = 512
+MAX_PROOF_BYTES = 32 * 32  # a hash tree of up to 2^32 leaves
 MODES = ("semi-honest", "malicious")
 
 
@@ -150,11 +151,19 @@ class AdvertiseKeys(Message):
 class KeysBroadcast(Message):
     """Round 1 (server -> client): the advertised keys of the recipient's neighbours in U1,
     entries ``(id, c_pk, s_pk, b_commitment, signature)`` sorted by id (the recipient's own
-    entry included); the commitment is relayed so that the signature can be checked."""
+    entry included); the commitment is relayed so that the signature can be checked.
+
+    Malicious mode adds the key commitment: ``key_root``, the root of the hash tree over all
+    ``key_count`` signed advertisements of U1 in id order, and for each entry ``(id, index,
+    proof)``, its leaf index and inclusion proof. Semi-honest mode leaves all three empty.
+    """
 
     TYPE: ClassVar[int] = 3
     recipient: int
-    keys: tuple[tuple[int, bytes, bytes, bytes], ...]
+    keys: tuple[tuple[int, bytes, bytes, bytes, bytes], ...]
+    key_count: int = 0
+    key_root: bytes = b""
+    proofs: tuple[tuple[int, int, bytes], ...] = ()
 
     def _validate(self) -> None:
         _uint(self.recipient, "recipient", 32)
@@ -165,6 +174,23 @@ class KeysBroadcast(Message):
             _bytes(com, "b_commitment", 32)
             if len(_bytes(sig, "signature")) not in (0, SIGNATURE_BYTES):
                 raise WireError("signature: must be empty or 64 bytes")
+        _uint(self.key_count, "key_count", 32)
+        object.__setattr__(self, "proofs", _keyed(self.proofs, "proofs", arity=3))
+        if not _bytes(self.key_root, "key_root", max_size=32):
+            if self.key_count or self.proofs:
+                raise WireError("key commitment: a count or proofs without a root")
+            return
+        if len(self.key_root) != 32:
+            raise WireError("key_root: expected 32 bytes")
+        if tuple(p[0] for p in self.proofs) != tuple(e[0] for e in self.keys):
+            raise WireError("proofs: one per key entry, in the same order")
+        indices = [_uint(i, "proof index", 32) for _, i, _ in self.proofs]
+        if any(a >= b for a, b in zip(indices, indices[1:], strict=False)) or (
+                indices and indices[-1] >= self.key_count):
+            raise WireError("proofs: leaf indices must increase and lie below key_count")
+        for _, _, path in self.proofs:
+            if len(_bytes(path, "proof", max_size=MAX_PROOF_BYTES)) % 32:
+                raise WireError("proof: a whole number of 32-byte hashes")
 
 
 @dataclass(frozen=True)

@@ -32,13 +32,6 @@ from secagg import (
 )
 from secagg.keyagreement import PURPOSE_MASK
 
-from .client import (
-    ADVERTISE_LABEL,
-    CONSISTENCY_LABEL,
-    advertise_bytes,
-    commit_self_seed,
-    survivors_bytes,
-)
 from .config import RoundConfig, derive_graph_seed
 from .errors import LocalProtocolError, RemoteProtocolError, RoundAborted
 from .messages import (
@@ -56,6 +49,14 @@ from .messages import (
     SharesDelivery,
     UnmaskRequest,
     UnmaskResponse,
+)
+from .payloads import (
+    ADVERTISE_LABEL,
+    CONSISTENCY_LABEL,
+    advertise_bytes,
+    commit_self_seed,
+    key_tree,
+    survivors_bytes,
 )
 from .transitions import ServerState, server_accepts, server_next
 
@@ -111,6 +112,7 @@ class ServerRound:
         self.responses: dict[int, UnmaskResponse] = {}
         self.parsed: dict[int, tuple[list[tuple[int, Share]], list[tuple[int, Share]]]] = {}
         self.aggregate: np.ndarray | None = None
+        self.key_root, self.key_count = b"", 0  # the key commitment (malicious mode)
         self.abort: RoundAborted | None = None
         self._held = 0  # bytes of accepted per-client state, kept as messages arrive
 
@@ -214,7 +216,8 @@ class ServerRound:
             raise self._refuse(m, "not a survivor, or a duplicate signature")
         try:
             self.registry[m.sender].verify(
-                m.signature, survivors_bytes(self.session_id, self.round, tuple(sorted(self.u3))),
+                m.signature, survivors_bytes(self.session_id, self.round, tuple(sorted(self.u3)),
+                                             key_root=self.key_root, key_count=self.key_count),
                 label=CONSISTENCY_LABEL)
         except SecAggError:
             raise self._refuse(m, "consistency signature does not verify") from None
@@ -263,15 +266,28 @@ class ServerRound:
     def _close_keys(self) -> list[Message]:
         u1 = self.u1
         self._need(len(u1), "too-few-clients")
+        members = sorted(u1)
+        entry = {v: (v, self.keys[v].c_pk, self.keys[v].s_pk, self.keys[v].b_commitment,
+                     self.keys[v].signature) for v in members}
+        tree, index = None, {}
+        if self.mode == "malicious":
+            tree = key_tree(self.session_id, self.round, (entry[v] for v in members))
+            index = {v: i for i, v in enumerate(members)}
+            self.key_root, self.key_count = tree.root, tree.count
         out = []
-        for u in sorted(u1):
+        for u in members:
             nb = self.graph.neighbours(u) & u1
             if len(nb) < self.t:
                 raise self._abort("neighbourhood-below-threshold",
                                   f"client {u} has {len(nb)} neighbours with keys, t = {self.t}")
-            entries = tuple((v, self.keys[v].c_pk, self.keys[v].s_pk, self.keys[v].b_commitment,
-                             self.keys[v].signature) for v in sorted(nb | {u}))
-            out.append(KeysBroadcast(self.session_id, self.round, u, entries))
+            ids = sorted(nb | {u})
+            entries = tuple(entry[v] for v in ids)
+            if tree is None:
+                out.append(KeysBroadcast(self.session_id, self.round, u, entries))
+            else:
+                proofs = tuple((v, index[v], tree.proof(index[v])) for v in ids)
+                out.append(KeysBroadcast(self.session_id, self.round, u, entries,
+                                         tree.count, tree.root, proofs))
         return out
 
     def _close_shares(self) -> list[Message]:

@@ -23,6 +23,7 @@ from .config import RoundConfig
 from .errors import ProtocolError, RemoteProtocolError
 from .messages import Message
 from .server import ServerRound
+from .sessions import store_for_identity
 from .transitions import STAGES
 from .wire import decode, encode
 
@@ -94,6 +95,7 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
     track_memory: bool = False,
     session_id: bytes | None = None,
     round: int = 0,  # noqa: A002 - the protocol's round number
+    identities: Mapping[int, SigningKey] | None = None,
 ) -> SimulationResult:
     """Run one round over the rows of ``inputs`` ((n, d) integers in [0, 2^bits)).
 
@@ -103,7 +105,10 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
     to play an adversarial server). ``session_id`` and ``round`` fix the session (a given
     ``session_id`` overrides the one ``seed`` would derive). ``track_memory`` measures the
     server's peak memory with tracemalloc: its retained state plus what each of its calls
-    allocates (slower).
+    allocates (slower). In malicious mode ``identities`` (client -> SigningKey; fresh ones if
+    omitted) are the clients' long-term keys, and each identity's used sessions are kept in
+    its one in-process store (:func:`protocol.sessions.store_for_identity`), so a session id
+    run again with the same identities is refused, whichever call runs it.
     Raises a :class:`ProtocolError` subclass on abort.
     """
     config = config if config is not None else RoundConfig()
@@ -114,15 +119,21 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
     session = session_id
     if session is None and seed is not None:
         session = hashlib.sha256(b"simulate" + str(seed).encode()).digest()
-    identities = registry = None
+    registry = stores = None
     if config.mode == "malicious":
-        identities = {u: SigningKey.generate() for u in range(n)}
+        if identities is None:
+            identities = {u: SigningKey.generate() for u in range(n)}
+        elif sorted(identities) != list(range(n)) or not all(
+                isinstance(k, SigningKey) for k in identities.values()):
+            raise ProtocolError(f"identities must map every client 0..{n - 1} to a SigningKey")
         registry = {u: k.verify_key for u, k in identities.items()}
+        stores = {u: store_for_identity(registry[u]) for u in range(n)}
     server = server_factory(config, range(n), d, session_id=session, round=round,
                             registry=registry)
     clients = {u: ClientRound(u, config=config, input=np.ascontiguousarray(inputs[u]),
-                              identity=identities[u] if identities else None,
-                              registry=registry) for u in range(n)}
+                              identity=identities[u] if stores else None,
+                              registry=registry, used_sessions=stores[u] if stores else None)
+               for u in range(n)}
     transcript = Transcript()
     gone: set[int] = set()
     peak = [0]

@@ -3,8 +3,9 @@
 The sans-IO :class:`protocol.client.ClientRound` does the protocol; this module moves its
 messages over one gRPC stream and keeps what must outlive a round:
 
-* the set of session ids already taken part in, on disk (``state_dir/sessions``), so a Setup
-  that replays an old session is refused even after a restart of the client;
+* the set of session ids already taken part in, on disk (``state_dir/sessions``, a
+  :class:`protocol.sessions.FileSessionStore`), so a Setup that replays an old session is
+  refused even after a restart of the client (``state_dir`` is required in malicious mode);
 * the client's own privacy ledger with its budget filter: a round over this client's budget
   is refused at Setup (the client sends nothing, so it is a dropout at AdvertiseKeys), and a
   round taken part in is charged before the masked input leaves the client (write-ahead);
@@ -27,10 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator, MutableSet
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from ..client import ClientRound, InputError
 from ..dp_round import DPClient, plan_dp
 from ..errors import ProtocolError, RemoteProtocolError, WireError
 from ..messages import Setup, SharesDelivery
+from ..sessions import FileSessionStore
 from ..wire import decode, encode
 from .frames import (
     ABORT,
@@ -94,40 +95,6 @@ class RoundResult:
     update: object = None  # the aggregate in the structure of the update handed in (DP)
 
 
-class SessionSet(MutableSet):
-    """Used session ids, persisted one hex line each (appended and fsynced before use)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path, self._ids = path, set()
-        if path is not None and path.exists():
-            for line in path.read_text().split():
-                self._ids.add(bytes.fromhex(line))
-
-    def __contains__(self, x: object) -> bool:
-        return x in self._ids
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._ids)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add(self, value: bytes) -> None:
-        if value in self._ids:
-            return
-        if self.path is not None:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                os.write(fd, value.hex().encode() + b"\n")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        self._ids.add(value)
-
-    def discard(self, value: bytes) -> None:
-        raise TypeError("used sessions are never forgotten")
-
-
 class AsyncClient:
     """One client's connection; :meth:`serve` answers rounds until the server says goodbye."""
 
@@ -142,9 +109,12 @@ class AsyncClient:
         self.registry = s.registry.verify_keys() if s.round.mode == "malicious" else None
         self.plan = plan_dp(s.dp, s.round, len(s.registry.members), s.dim) if s.dp else None
         self.round_config = self.plan.round_config if self.plan else s.round
+        if s.state_dir is None and s.round.mode == "malicious":
+            raise SettingsError("malicious mode needs state_dir: the sessions this client took "
+                                "part in must outlive a restart")
         if s.state_dir is not None:
             s.state_dir.mkdir(parents=True, exist_ok=True)
-        self.used = SessionSet(s.state_dir / "sessions" if s.state_dir else None)
+        self.used = FileSessionStore(s.state_dir / "sessions" if s.state_dir else None)
         self.ledger: Ledger | None = None
         self.dp: DPClient | None = None
         self.current: ClientRound | None = None

@@ -288,13 +288,18 @@ def load_server(path: str | Path) -> ServerSettings:
     return out
 
 
+DEFAULT_STATE_DIR = "state"
+
+
 @dataclass(frozen=True)
 class ClientSettings(Common):
     id: int = 0
     server: str = f"127.0.0.1:{DEFAULT_PORT}"
     server_name: str | None = None  # TLS name to verify; default: the host in ``server``
     identity: Path | None = None  # Ed25519 private key (hex), malicious mode
-    state_dir: Path | None = None  # used session ids (replay protection across restarts)
+    # used session ids (replay protection across restarts); required in malicious mode, and
+    # DEFAULT_STATE_DIR/client-<id> beside the configuration file when not given
+    state_dir: Path | None = None
     ledger: Path | None = None
     ledger_key: Path | None = None
     connect_timeout: float = 30.0
@@ -319,6 +324,11 @@ def load_client(path: str | Path) -> ClientSettings:
         raise SettingsError(f"{path}: client id {kw['id']} is not in the registry")
     if kw["round"].mode == "malicious" and kw["identity"] is None:
         raise SettingsError(f"{path}: malicious mode needs the client's identity key file")
+    if kw["state_dir"] is None:
+        if kw["round"].mode == "malicious":
+            raise SettingsError(f"{path}: malicious mode needs state_dir, where the sessions "
+                                "this client took part in are kept across restarts")
+        kw["state_dir"] = base / DEFAULT_STATE_DIR / f"client-{kw['id']}"
     if kw["dp"] is not None and kw["ledger"] is None:
         raise SettingsError(f"{path}: a [dp] deployment must name this client's ledger")
     return ClientSettings(**kw)

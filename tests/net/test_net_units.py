@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from protocol.errors import WireError
 from protocol.net.certs import DemoOptions, write_demo
-from protocol.net.client import SessionSet
 from protocol.net.frames import (
     ABORT,
     BYE,
@@ -33,6 +32,7 @@ from protocol.net.frames import (
 from protocol.net.jsonlog import JsonLog
 from protocol.net.settings import SettingsError, load_client, load_registry, load_server
 from protocol.net.tls import SERVER_NAME, fingerprint, make_ca, make_leaf
+from protocol.sessions import FileSessionStore as SessionSet
 
 SID = bytes(range(32))
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from protocol import ClientRound, RoundConfig, ServerRound, decode, encode
 from protocol.messages import Message
+from protocol.sessions import store_for_identity
 from secagg import SigningKey
 
 ORDER = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
@@ -50,7 +51,8 @@ def run_until(stage: str, *, n: int = 8, dim: int = 16, mode: str = "semi-honest
     inputs = inputs.astype(np.uint32 if bits <= 32 else np.uint64)
     server = ServerRound(config, range(n), dim, registry=registry)
     clients = {u: ClientRound(u, config=config, input=inputs[u].copy(),
-                              identity=identities[u] if identities else None, registry=registry)
+                              identity=identities[u] if identities else None, registry=registry,
+                              used_sessions=store_for_identity(registry[u]) if registry else None)
                for u in range(n)}
     r = Round(server, clients, inputs, server.start(), identities, [])
     drop = drop or {}

@@ -59,8 +59,8 @@ def test_split_view_attack_is_refused():
     k, t = srv.params.neighbours, srv.params.threshold
     assert t == k // 2 + 1  # the finder's choice here: the construction needs exactly this
     x = np.arange(n * d, dtype=np.uint32).reshape(n, d)
-    cl = {u: ClientRound(u, config=cfg, input=x[u].copy(), identity=ident[u], registry=reg)
-          for u in range(n)}
+    cl = {u: ClientRound(u, config=cfg, input=x[u].copy(), identity=ident[u], registry=reg,
+                         used_sessions=set()) for u in range(n)}
     sid, rd = srv.session_id, srv.round
 
     def exchange(msgs):
@@ -224,7 +224,8 @@ def test_client_pinned_configuration_refuses_a_downgrade():
     for field, value in (("min_survivors", 1), ("threshold", m.threshold + 1),
                          ("bits", 16)):
         fresh = ClientRound(m.recipient, config=c.config, input=r.inputs[m.recipient].copy(),
-                            identity=r.identities[m.recipient], registry=c._registry)
+                            identity=r.identities[m.recipient], registry=c._registry,
+                            used_sessions=set())
         with pytest.raises(RemoteProtocolError, match="differ"):
             fresh.receive(dataclasses.replace(m, **{field: value}))
     semi = ClientRound(0, config=RoundConfig(), input=r.inputs[0].copy())

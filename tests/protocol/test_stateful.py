@@ -50,7 +50,8 @@ class RoundMachine(RuleBasedStateMachine):
         except ConfigError:  # no (k, t) for this cohort and plan (covered by test_simulate)
             assume(False)
         self.clients = {u: ClientRound(u, config=config, input=self.inputs[u].copy(),
-                                       identity=ident[u] if ident else None, registry=reg)
+                                       identity=ident[u] if ident else None, registry=reg,
+                                       used_sessions=set() if ident else None)
                         for u in range(n)}
         self.outgoing = self.server.start()
         self.gone: set[int] = set()
