@@ -25,6 +25,7 @@ from .errors import (
     ShapeError,
     SignatureError,
     ThresholdError,
+    UndecodableSharesError,
 )
 from .graph import NeighbourGraph, complete_graph, harary_graph, public_shuffle
 from .identity import SigningKey, VerifyKey
@@ -33,12 +34,13 @@ from .masking import PairwiseMask, mask_input, pairwise_sign, remove_masks
 from .params import GraphParameters, analyse_parameters, find_parameters
 from .prg import MaskStream, expand, iter_chunks
 from .ring import Ring
-from .shamir import Share, combine, split
+from .shamir import Decoded, Share, combine, decode, split
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AeadContext",
+    "Decoded",
     "DecryptionError",
     "DuplicateShareError",
     "EncodingError",
@@ -64,11 +66,13 @@ __all__ = [
     "SignatureError",
     "SigningKey",
     "ThresholdError",
+    "UndecodableSharesError",
     "VerifyKey",
     "agree",
     "analyse_parameters",
     "combine",
     "complete_graph",
+    "decode",
     "decrypt",
     "encrypt",
     "expand",

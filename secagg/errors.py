@@ -61,6 +61,14 @@ class ForeignShareError(ShamirError):
     """A share from another dealing, or one that does not lie on the dealt polynomial."""
 
 
+class UndecodableSharesError(ForeignShareError):
+    """More shares are wrong than :func:`secagg.shamir.decode` can correct.
+
+    N shares of threshold t that are not on one polynomial of degree < t, and not within
+    floor((N - t) / 2) wrong shares of one either.
+    """
+
+
 class DecryptionError(SecAggValueError):
     """AEAD opening failed. Deliberately opaque: the reason is never revealed."""
 

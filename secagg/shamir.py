@@ -10,6 +10,12 @@ below p), so its length survives reconstruction. A dealing draws a fresh 16-byte
 each :class:`Share` carries the dealing id, the threshold and its x-coordinate, so that
 shares of different dealings cannot be mixed silently. When more than t shares are combined,
 every extra share is checked against the interpolated polynomial.
+
+:func:`combine` refuses N > t shares that are not on one polynomial; :func:`decode` corrects
+them instead. The N shares of a dealing are a codeword of the Reed-Solomon code of length N
+and dimension t, so up to floor((N - t) / 2) wrong shares can be corrected, here with Gao's
+algorithm (S. Gao, "A new algorithm for decoding Reed-Solomon codes", in Communications,
+Information and Network Security, Kluwer 2003, section 2), and the wrong shares are named.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from .errors import (
     InsufficientSharesError,
     SecAggTypeError,
     ThresholdError,
+    UndecodableSharesError,
 )
 
 PRIME = (1 << 521) - 1
@@ -202,15 +209,14 @@ def _on_one_polynomial(points: Sequence[tuple[int, int]], t: int) -> bool:
     return total % PRIME == 0
 
 
-def combine(shares: Sequence[Share], *, threshold: int | None = None) -> bytes:
-    """Reconstruct the secret from at least t shares of one dealing, in any order.
+def _checked_points(
+    shares: Sequence[Share], threshold: int | None
+) -> tuple[list[tuple[int, int]], int]:
+    """The argument checks of :func:`combine` and :func:`decode`: the points (x, y) and t.
 
-    ``threshold``: the t the caller expects (for example the round's configured t); shares
-    claiming another threshold are refused, so a dealer cannot lower it behind the caller's
-    back. Raises :class:`InsufficientSharesError` (fewer than t), :class:`DuplicateShareError`
-    (an x-coordinate twice) or :class:`ForeignShareError` (shares of different dealings or
-    thresholds, an extra share that is not on the polynomial, or a value that is not a
-    secret encoding).
+    At least t shares of one dealing and one threshold (``threshold``, if given), distinct
+    x-coordinates; else SecAggTypeError, InsufficientSharesError, ForeignShareError or
+    DuplicateShareError.
     """
     if isinstance(shares, bytes | str) or not isinstance(shares, Sequence | set | frozenset):
         raise SecAggTypeError("shares must be a sequence of Share")
@@ -235,7 +241,198 @@ def combine(shares: Sequence[Share], *, threshold: int | None = None) -> bytes:
     if len(shares) < t:
         raise InsufficientSharesError(f"{len(shares)} shares given, threshold is {t}")
     points = [(s.x, s.y) for s in shares]
+    return points, t
+
+
+def combine(shares: Sequence[Share], *, threshold: int | None = None) -> bytes:
+    """Reconstruct the secret from at least t shares of one dealing, in any order.
+
+    ``threshold``: the t the caller expects (for example the round's configured t); shares
+    claiming another threshold are refused, so a dealer cannot lower it behind the caller's
+    back. Raises :class:`InsufficientSharesError` (fewer than t), :class:`DuplicateShareError`
+    (an x-coordinate twice) or :class:`ForeignShareError` (shares of different dealings or
+    thresholds, an extra share that is not on the polynomial, or a value that is not a
+    secret encoding).
+    """
+    points, t = _checked_points(shares, threshold)
     if not _on_one_polynomial(points, t):
         raise ForeignShareError("the shares are not on the dealt polynomial (one is forged "
                                 "or corrupted)")
     return _int_to_secret(_value_at_zero(points[:t]))
+
+
+# Robust reconstruction: Gao's decoding algorithm for Reed-Solomon codes (S. Gao, "A new
+# algorithm for decoding Reed-Solomon codes", 2003, section 2). A polynomial over GF(p) is the
+# list of its coefficients, constant term first, without zero leading coefficients: the zero
+# polynomial is [] and len(a) - 1 is the degree of a. Classical (quadratic) arithmetic: N is at
+# most a few hundred here, where Gao's FFT-based variants would not pay off.
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What :func:`decode` returns: the secret and the x-coordinates of the shares it corrected.
+
+    ``bad_x`` is sorted ascending and empty when all shares are on one polynomial.
+    """
+
+    secret: bytes = field(repr=False)  # secret material: kept out of logs and tracebacks
+    bad_x: tuple[int, ...]
+
+
+def _poly_trim(a: list[int]) -> list[int]:
+    """Drop zero leading coefficients of ``a`` (in place) and return it."""
+    while a and a[-1] == 0:
+        a.pop()
+    return a
+
+
+def _poly_sub(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    """a - b mod p."""
+    if len(a) < len(b):
+        a = list(a) + [0] * (len(b) - len(a))
+    out = list(a)
+    for i, c in enumerate(b):
+        out[i] = (out[i] - c) % PRIME
+    return _poly_trim(out)
+
+
+def _poly_mul(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    """a * b mod p, schoolbook: O(deg a * deg b), one reduction per coefficient."""
+    if not a or not b:
+        return []
+    out = [0] * (len(a) + len(b) - 1)
+    for i, ai in enumerate(a):
+        for j, bj in enumerate(b):
+            out[i + j] += ai * bj
+    return _poly_trim([c % PRIME for c in out])
+
+
+def _poly_divmod(a: Sequence[int], b: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Long division over GF(p): (q, r) with a = q b + r and deg r < deg b (b nonzero).
+
+    Gao (2003), section 2, steps 2 (each partial-gcd step) and 3 (the final division). Cost
+    O((deg a - deg b + 1) * deg b) and one inversion, of the leading coefficient of b.
+    """
+    if not b:
+        raise ZeroDivisionError("polynomial division by zero")
+    db = len(b) - 1
+    if len(a) <= db:
+        return [], _poly_trim(list(a))
+    rem = list(a)
+    inv_lead = pow(b[-1], -1, PRIME)
+    q = [0] * (len(a) - db)
+    for k in range(len(q) - 1, -1, -1):
+        c = rem[k + db] % PRIME * inv_lead % PRIME
+        q[k] = c
+        if c:
+            for j in range(db):  # the leading term cancels by construction
+                rem[k + j] -= c * b[j]
+    return _poly_trim(q), _poly_trim([c % PRIME for c in rem[:db]])
+
+
+def _poly_eval(a: Sequence[int], x: int) -> int:
+    """a(x) mod p (Horner)."""
+    acc = 0
+    for c in reversed(a):
+        acc = (acc * x + c) % PRIME
+    return acc
+
+
+def _poly_from_roots(xs: Sequence[int]) -> list[int]:
+    """g0 = prod_i (X - x_i): Gao (2003), section 2, step 0 (precomputation). O(N^2)."""
+    g = [1]
+    for x in xs:  # g <- g * (X - x), coefficients updated from the top down
+        g.append(0)
+        for k in range(len(g) - 1, 0, -1):
+            g[k] = (g[k - 1] - x * g[k]) % PRIME
+        g[0] = -x * g[0] % PRIME
+    return g
+
+
+def _poly_interpolate(points: Sequence[tuple[int, int]], g0: Sequence[int]) -> list[int]:
+    """g1, the polynomial of degree < N through the N ``points``: Gao (2003), section 2, step 1.
+
+    Lagrange form g1 = sum_i y_i w_i g0 / (X - x_i) with w_i = 1 / prod_{j!=i} (x_i - x_j):
+    one batch inversion, and each g0 / (X - x_i) by synthetic division, so O(N^2) in all
+    (Newton's divided differences would need O(N^2) inversions).
+    """
+    xs = [x for x, _ in points]
+    weights = _batch_inverse(_products(xs, None))
+    n = len(points)
+    acc = [0] * n
+    for (x, y), w in zip(points, weights, strict=True):
+        c = y * w % PRIME
+        if not c:
+            continue
+        q = 1  # coefficients of g0 / (X - x), from X^(n-1) down to X^0
+        for k in range(n - 1, -1, -1):
+            acc[k] += c * q
+            q = (g0[k] + x * q) % PRIME
+    return _poly_trim([c % PRIME for c in acc])
+
+
+def _partial_gcd(g0: list[int], g1: list[int], bound: int) -> tuple[list[int], list[int]]:
+    """Gao (2003), section 2, step 2: the extended Euclidean algorithm on (g0, g1), stopped at
+    the first remainder g with 2 deg g < ``bound`` (that is, deg g < (N + t) / 2).
+
+    Returns (g, v) with u g0 + v g1 = g for some u (not computed: the decoder needs only v).
+    """
+    r_prev, r = g0, g1
+    v_prev, v = [], [1]
+    while 2 * (len(r) - 1) >= bound:
+        q, rem = _poly_divmod(r_prev, r)
+        r_prev, r = r, rem
+        v_prev, v = v, _poly_sub(v_prev, _poly_mul(q, v))
+    return r, v
+
+
+def _gao_decode(points: Sequence[tuple[int, int]], t: int) -> list[int] | None:
+    """The polynomial f of degree < t within floor((N - t) / 2) of the N ``points``, or None.
+
+    Gao (2003), section 2, steps 0-3: g0 = prod (X - x_i); g1 interpolates the points; partial
+    gcd (g, v) of (g0, g1) with deg g < (N + t) / 2; f = g / v if v divides g and deg f < t.
+    When f is returned it disagrees with the points only at roots of v (v (g1 - f) = 0 mod
+    g0), and deg v <= (N - t) / 2: so f is within the decoding radius. Conversely (Gao's
+    correctness theorem, section 2), if a codeword is within the radius, f is that codeword.
+    """
+    g0 = _poly_from_roots([x for x, _ in points])
+    g1 = _poly_interpolate(points, g0)
+    g, v = _partial_gcd(g0, g1, len(points) + t)
+    f, rem = _poly_divmod(g, v)
+    if rem or len(f) > t:
+        return None
+    return f
+
+
+def decode(shares: Sequence[Share], *, threshold: int) -> Decoded:
+    """Reconstruct the secret from N >= t shares of one dealing, correcting wrong shares.
+
+    The argument checks and their errors are those of :func:`combine`; ``threshold`` (the t
+    the caller expects) is required here. If the N shares lie on one polynomial of degree < t
+    (the randomised test of :func:`combine`), the secret is interpolated from t of them, at
+    the cost of :func:`combine`, and ``bad_x`` is empty. Otherwise Gao's algorithm corrects up
+    to e = floor((N - t) / 2) wrong shares; ``bad_x`` names them. More wrong shares raise
+    :class:`UndecodableSharesError` (a :class:`ForeignShareError`). Past e wrong shares the
+    decoder may instead find another polynomial of degree < t within e of the shares and
+    return its secret: random or independent forgeries get there with negligible
+    probability, but enough colluding forgers (e + 1 if N - t is even, e + 2 if odd) who know
+    t - 1 of the honest shares can aim for it.
+
+    N = t gives e = 0 and no redundancy: a forged share cannot be detected, and the secret of
+    the interpolated polynomial is returned (as :func:`combine` does). A reconstructed value
+    that is not a secret encoding raises :class:`ForeignShareError`.
+    """
+    require_uint(threshold, "threshold", bits=32, minimum=1)
+    points, t = _checked_points(shares, threshold)
+    if _on_one_polynomial(points, t):
+        return Decoded(_int_to_secret(_value_at_zero(points[:t])), ())
+    n = len(points)
+    radius = (n - t) // 2
+    f = _gao_decode(points, t)
+    bad = None if f is None else sorted(x for x, y in points if _poly_eval(f, x) != y)
+    if bad is None or len(bad) > radius:  # the second cannot happen (see _gao_decode)
+        raise UndecodableSharesError(
+            f"{n} shares given with threshold {t}: more are wrong than can be corrected "
+            f"(at most floor((N - t) / 2) = {radius})"
+        )
+    return Decoded(_int_to_secret(f[0] if f else 0), tuple(bad))
