@@ -22,6 +22,11 @@ The noise sampler's statistical distance tau_total (:mod:`dp.noise`) is folded i
 :func:`fold_sampler_distance`: if the real mechanism is within tau of the ideal one on every
 input, an (eps, delta) guarantee of the ideal one gives (eps, delta + (1 + e^eps) tau).
 
+Floating point: an event far beyond any budget (a noise multiplier of 1e-300, a variance whose
+square underflows) has an RDP that no float holds. Such a value is +inf at that order -- a
+float overflow, a division by an underflowed zero, or a NaN never escapes as an exception and
+never counts as a bound -- which can only raise epsilon, so the budget filter refuses it.
+
 No amplification by subsampling is applied to the aggregate events: the server chooses the
 cohort, so a server that picks who takes part defeats any sampling argument.
 """
@@ -111,10 +116,33 @@ def _check(event: DpEvent) -> str | None:  # noqa: PLR0911 - one case per event 
     return f"{type(event).__name__} is not supported (no amplification by sampling is claimed)"
 
 
-def event_rdp(  # noqa: PLR0911 - one case per event type
-    event: DpEvent, orders: Sequence[int] = ORDERS
+def _at_orders(rdp_at, orders: Sequence[int]) -> np.ndarray:
+    """``rdp_at(a)`` at each order, +inf where it has no float value.
+
+    A float overflow or a division by a product that underflowed to zero (ArithmeticError) and
+    a NaN (inf * 0 inside a bound) all mean "no finite bound computed at this order": +inf,
+    the conservative answer (it can only raise epsilon), never an exception or a NaN."""
+    out = np.empty(len(orders), dtype=np.float64)
+    for i, a in enumerate(orders):
+        try:
+            r = float(rdp_at(a))
+        except ArithmeticError:
+            r = math.inf
+        out[i] = math.inf if math.isnan(r) else r
+    return out
+
+
+def event_rdp(event: DpEvent, orders: Sequence[int] = ORDERS) -> np.ndarray:
+    """The RDP curve of one event at ``orders``: non-negative, +inf where unbounded or beyond
+    float range, never NaN; raises only AccountingError (unsupported event)."""
+    with np.errstate(all="ignore"):  # overflow to inf is handled, not a warning
+        curve = _event_rdp(event, orders)
+    return np.where(np.isnan(curve), np.inf, curve)
+
+
+def _event_rdp(  # noqa: PLR0911 - one case per event type
+    event: DpEvent, orders: Sequence[int]
 ) -> np.ndarray:
-    """The RDP curve of one event at ``orders``."""
     reason = _check(event)
     if reason:
         raise AccountingError(reason)
@@ -123,22 +151,22 @@ def event_rdp(  # noqa: PLR0911 - one case per event type
     if isinstance(event, NonPrivateDpEvent):
         return np.full(len(orders), np.inf)
     if isinstance(event, GaussianDpEvent):
-        z = event.noise_multiplier
-        return np.array([a / (2 * z * z) if z > 0 else np.inf for a in orders])
+        z = event.noise_multiplier  # z * z can underflow to 0 (z < ~1e-162): +inf
+        return _at_orders(lambda a: a / (2 * z * z) if z > 0 else math.inf, orders)
     if isinstance(event, ZCDpEvent):
-        return np.array([event.xi + event.rho * a for a in orders])
+        return _at_orders(lambda a: event.xi + event.rho * a, orders)
     if isinstance(event, SkellamDpEvent):
-        return np.array([skellam_rdp(a, event.l1_sensitivity, event.l2_sensitivity,
-                                     event.variance) for a in orders])
+        return _at_orders(lambda a: skellam_rdp(a, event.l1_sensitivity, event.l2_sensitivity,
+                                                event.variance), orders)
     if isinstance(event, DistributedDiscreteGaussianDpEvent):
-        return np.array([ddg_rdp(a, event) for a in orders])
+        return _at_orders(lambda a: ddg_rdp(a, event), orders)
     if isinstance(event, SelfComposedDpEvent):
-        return event.count * event_rdp(event.event, orders) if event.count else np.zeros(
+        return event.count * _event_rdp(event.event, orders) if event.count else np.zeros(
             len(orders))
     assert isinstance(event, ComposedDpEvent)
     total = np.zeros(len(orders))
     for e in event.events:
-        total = total + event_rdp(e, orders)
+        total = total + _event_rdp(e, orders)
     return total
 
 
@@ -150,8 +178,10 @@ def rdp_to_epsilon(rdp: Sequence[float], delta: float,
         raise AccountingError(f"delta must be in (0, 1), got {delta!r}")
     best, best_order = math.inf, orders[0]
     for a, r in zip(orders, rdp, strict=True):
-        if math.isinf(r):
+        if not r < math.inf:  # +inf or NaN: no bound at this order
             continue
+        if r < 0:
+            raise AccountingError(f"negative RDP {r!r} at order {a}")
         if delta * delta + math.expm1(-r) > 0:
             # TV <= sqrt(1 - e^-KL) <= sqrt(1 - e^-r) < delta (Bretagnolle-Huber): (0, delta)-DP
             return 0.0, a
@@ -179,7 +209,8 @@ class RdpAccountant:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise AccountingError(f"count must be a positive int, got {count!r}")
         curve = event_rdp(event, self.orders)  # raises before any state changes
-        self._rdp = self._rdp + count * curve
+        with np.errstate(over="ignore"):  # sums beyond float range are +inf
+            self._rdp = self._rdp + count * curve
         self.events.append(event if count == 1 else SelfComposedDpEvent(event, count))
         return self
 
@@ -192,13 +223,17 @@ class RdpAccountant:
 
     def epsilon_after(self, event: DpEvent, delta: float) -> float:
         """Epsilon if ``event`` were composed now (the budget filter's question); no change."""
-        return rdp_to_epsilon(self._rdp + event_rdp(event, self.orders), delta, self.orders)[0]
+        with np.errstate(over="ignore"):
+            rdp = self._rdp + event_rdp(event, self.orders)
+        return rdp_to_epsilon(rdp, delta, self.orders)[0]
 
 
 def fold_sampler_distance(epsilon: float, delta: float, tv_total: float) -> float:
     """delta + (1 + e^epsilon) tau: the delta that holds for the real, tabulated sampler."""
     if tv_total < 0 or not math.isfinite(tv_total):
         raise AccountingError("statistical distance must be finite and >= 0")
+    if math.isnan(epsilon):
+        raise AccountingError("epsilon is NaN")
     if tv_total == 0:
         return delta
     return delta + (1 + math.exp(min(epsilon, 700))) * tv_total
@@ -217,8 +252,15 @@ def pld_epsilon(event: DpEvent, delta: float) -> float:
     if not acc.supports(event):
         raise AccountingError(f"PLD accounting does not support {type(event).__name__} "
                               "(RDP only for this mechanism)")
-    acc.compose(event)
-    return float(acc.get_epsilon(delta))
+    try:
+        with np.errstate(all="ignore"):
+            acc.compose(event)
+            eps = float(acc.get_epsilon(delta))
+    except (ArithmeticError, ValueError, MemoryError) as exc:
+        # dp_accounting's own overflow or refusal, or a loss grid too large to allocate (a
+        # noise multiplier of 1e-3 asks numpy for 76 GiB): the event is beyond PLD's reach
+        raise AccountingError(f"PLD accounting failed: {type(exc).__name__}: {exc}") from None
+    return math.inf if math.isnan(eps) else eps
 
 
 def plan_noise(make_event, *, epsilon: float, delta: float, rounds: int,
@@ -231,7 +273,9 @@ def plan_noise(make_event, *, epsilon: float, delta: float, rounds: int,
         raise ParameterError(f"rounds must be a positive int, got {rounds!r}")
 
     def eps(z: float) -> float:
-        return rdp_to_epsilon(rounds * event_rdp(make_event(z)), delta)[0]
+        with np.errstate(over="ignore"):
+            rdp = rounds * event_rdp(make_event(z))
+        return rdp_to_epsilon(rdp, delta)[0]
 
     if eps(hi) > epsilon:
         raise ParameterError(f"even noise {hi:g} does not reach epsilon {epsilon:g}")

@@ -16,6 +16,11 @@ earlier entry and then reports the torn line; :meth:`Ledger.open` refuses to app
 unless ``repair=True``, which cuts the torn bytes. The head file is what reveals entries
 deleted from the end, which no hash chain can.
 
+Rollback: a signature shows who wrote a ledger, not that it is the latest one. An older ledger
+signed with the same key, or the same ledger cut back by the key holder with a re-signed head,
+verifies on its own; :func:`verify` refuses them when the auditor pins the ledger id
+(``expected_id``) and the round count seen at the last audit (``min_rounds``).
+
 Budget filter: :meth:`Ledger.check` answers whether one more event stays within the budget,
 before a round starts; :meth:`Ledger.record_round` re-checks and refuses with
 :class:`BudgetExceeded` instead of writing an over-budget entry.
@@ -30,11 +35,12 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Context, Decimal
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -45,7 +51,7 @@ from .accounting import (
     fold_sampler_distance,
     rdp_to_epsilon,
 )
-from .errors import BudgetExceeded, LedgerError, ParameterError
+from .errors import AccountingError, BudgetExceeded, LedgerError, ParameterError
 from .events import DpEvent, from_json, to_json
 
 VERSION = 1
@@ -66,10 +72,26 @@ def line_hash(line: bytes) -> str:
 
 
 def round_up(x: float, digits: int) -> float:
-    """x rounded up (towards +inf) to ``digits`` decimal places, as a float >= x."""
-    q = Decimal(x).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_CEILING)
+    """x rounded up (towards +inf) to ``digits`` decimal places, as a float >= x.
+
+    Never raises for a float: NaN and +-inf come back unchanged (callers refuse them), and any
+    finite float, up to 1.8e308 and down to the subnormals, is rounded in a local Decimal
+    context with enough digits for its integer part plus ``digits`` (the thread's default
+    context, 28 digits, made ``quantize`` fail with InvalidOperation above ~1e22)."""
+    x = float(x)
+    if not math.isfinite(x):
+        return x
+    ctx = Context(prec=_MAX_INT_DIGITS + max(digits, 0) + 2, rounding=ROUND_CEILING)
+    q = Decimal(x).quantize(Decimal(1).scaleb(-digits, ctx), context=ctx)
     r = float(q)
     return r if r >= x else math.nextafter(r, math.inf)
+
+
+_MAX_INT_DIGITS = len(str(int(1.7976931348623157e308)))  # 309: the largest float's integer part
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4f}" if abs(x) < 1e6 else f"{x:.4g}"
 
 
 def versions() -> dict[str, str]:
@@ -131,7 +153,7 @@ def delta_for_rdp(budget: Budget, tv_total: float) -> float:
     """The delta given to the RDP conversion so that, with the sampler's distance folded in,
     the total stays within the budget's delta (uses e^epsilon_budget as the bound)."""
     spare = budget.delta - (1 + math.exp(min(budget.epsilon, 700))) * tv_total
-    if spare <= 0:
+    if not spare > 0:  # also a NaN distance
         raise BudgetExceeded("(1 + e^epsilon_budget) times the noise sampler's statistical "
                              "distance exceeds delta: the epsilon budget is too large (> ~60) "
                              "to fold the sampler's distance into delta")
@@ -183,29 +205,74 @@ def _parse(line: bytes, no: int) -> dict[str, Any]:
     return entry
 
 
+LEDGER_ID_HEX = 32  # a ledger id is 16 random bytes, written as 32 lowercase hex digits
+
+
+def _pin_id(expected_id: object) -> str | None:
+    if expected_id is None:
+        return None
+    if not (isinstance(expected_id, str) and len(expected_id) == LEDGER_ID_HEX
+            and all(c in "0123456789abcdefABCDEF" for c in expected_id)):
+        raise ParameterError(f"expected_id must be a ledger id ({LEDGER_ID_HEX} hex digits), "
+                             f"got {expected_id!r}")
+    return expected_id.lower()
+
+
 def verify(path: str | Path, public_key: str | bytes | None = None, *,
-           independent: bool = True) -> VerifyReport:
+           independent: bool = True, expected_id: str | None = None,
+           min_rounds: int | None = None) -> VerifyReport:
     """Check a whole ledger; raises LedgerError naming the first bad line.
 
     Checks, line by line: canonical JSON, sequence numbers, the hash chain, signatures
     (against ``public_key`` if given, else the key in the open entry, with a warning that it is
     not pinned), every cumulative epsilon and delta recomputed from the recorded events (by
     :class:`dp.crosscheck.LibraryAccountant` when ``independent``), the budget, the head file,
-    and a torn last line. Malformed content of any kind is a LedgerError at its line.
+    and a torn last line. Malformed content of any kind is a LedgerError at its line, and so
+    is any epsilon the accountants produce that is not a finite number within the budget
+    (huge, infinite, NaN, beyond float range): no arithmetic exception escapes.
+
+    Pins against rollback, for an auditor who recorded what an earlier audit saw:
+
+    * ``expected_id``: the ledger id (the open entry's ``ledger_id``, 32 hex digits, printed by
+      ``secagg budget show``). A different ledger signed with the same key -- an older,
+      lower-epsilon one swapped in whole -- passes every other check; with the id pinned it
+      is a LedgerError at line 1 naming both ids. The id is in the signed open entry, every
+      round entry chains to it, and the signed head file names it, so it cannot be changed
+      without the signing key.
+    * ``min_rounds``: the number of rounds seen at the last audit. The head file reveals
+      entries cut from the end, but not when the key holder (the server itself) cuts the file
+      and writes and signs a new head: such a truncated ledger is self-consistent and passes
+      every other check, including ``expected_id``. With ``min_rounds`` it is a LedgerError
+      naming the round count found and the minimum. (Neither pin catches a key holder who cuts
+      the history and appends different rounds up to the count: only a copy of the entries
+      or of their hashes kept elsewhere does, see threat_model.md.)
+
+    A malformed pin (not a 32-hex-digit string, not an int >= 0) is a ParameterError.
     """
+    pin_id = _pin_id(expected_id)
+    if min_rounds is not None and (isinstance(min_rounds, bool)
+                                   or not isinstance(min_rounds, int) or min_rounds < 0):
+        raise ParameterError(f"min_rounds must be an int >= 0, got {min_rounds!r}")
     where = [1]
     try:
-        return _verify(Path(path), public_key, independent, where)
+        report = _verify(Path(path), public_key, independent, where, pin_id)
     except LedgerError:
         raise
-    except (AttributeError, TypeError, ValueError, KeyError, OverflowError,
+    except (AttributeError, TypeError, ValueError, KeyError, ArithmeticError,
             RecursionError) as exc:
+        # ArithmeticError: OverflowError, ZeroDivisionError, decimal's InvalidOperation
         raise LedgerError(f"malformed content ({type(exc).__name__}: {exc})",
                           where[0]) from None
+    if min_rounds is not None and report.entries < min_rounds:
+        raise LedgerError(f"{report.entries} rounds where the pin requires at least "
+                          f"{min_rounds} (history truncated, or an older copy of the ledger "
+                          "restored)", report.lines + 1)
+    return report
 
 
 def _verify(  # noqa: PLR0912, PLR0915 - one pass over the lines, each check in order
-    path: Path, public_key: str | bytes | None, independent: bool, where: list[int]
+    path: Path, public_key: str | bytes | None, independent: bool, where: list[int],
+    pin_id: str | None = None,
 ) -> VerifyReport:
     lines, torn = _read_lines(path)
     warnings: list[str] = []
@@ -252,6 +319,10 @@ def _verify(  # noqa: PLR0912, PLR0915 - one pass over the lines, each check in 
         if pub is None and "signature" in entry:
             raise LedgerError("signature on an entry of an unsigned ledger", no)
         if i == 0:
+            if pin_id is not None and entry.get("ledger_id") != pin_id:
+                raise LedgerError(f"ledger id {entry.get('ledger_id')!r} is not the pinned "
+                                  f"{pin_id!r} (another ledger swapped in: rollback or "
+                                  "substitution)", no)
             prev_entry = line
             continue
         if entry.get("seq") != i:
@@ -273,17 +344,22 @@ def _verify(  # noqa: PLR0912, PLR0915 - one pass over the lines, each check in 
         events.append(event)
         tv_total += tv
         try:
-            d_rdp = delta_for_rdp(budget, tv_total)
-            own.compose(event)
+            # both accountants: overflow is +inf (np.errstate: no warning, so none raised by
+            # -W error either); any exception, ArithmeticError included, is this line's fault
+            with np.errstate(all="ignore"):
+                d_rdp = delta_for_rdp(budget, tv_total)
+                own.compose(event)
+                if independent:
+                    acc.compose(event)
+                    eps = float(acc.get_epsilon(d_rdp))
+                else:
+                    eps = float(own.epsilon(d_rdp))
         except Exception as exc:  # noqa: BLE001 - any failure here is a bad entry
-            raise LedgerError(f"event cannot be accounted: {exc}", no) from None
-        if independent:
-            acc.compose(event)
-            eps = float(acc.get_epsilon(d_rdp))
-        else:
-            eps = own.epsilon(d_rdp)
+            raise LedgerError(f"event cannot be accounted: {type(exc).__name__}: {exc}",
+                              no) from None
         if not math.isfinite(eps):
-            raise LedgerError("event gives infinite epsilon (non-private release)", no)
+            raise LedgerError(f"event gives epsilon {eps} (a non-private release, or no "
+                              "finite bound)", no)
         expect = round_up(eps, EPS_DIGITS)
         if not math.isclose(rec_eps, expect, rel_tol=1e-6, abs_tol=2 * 10**-EPS_DIGITS):
             raise LedgerError(f"recorded epsilon {rec_eps} differs from the recomputed "
@@ -292,7 +368,8 @@ def _verify(  # noqa: PLR0912, PLR0915 - one pass over the lines, each check in 
         if not delta * (1 - 1e-12) <= rec_delta <= delta * (1 + 1e-9):
             raise LedgerError(f"recorded delta {rec_delta} differs from the recomputed "
                               f"{delta:.6g} (edited)", no)
-        if rec_eps > budget.epsilon or eps > budget.epsilon or delta > budget.delta:
+        if not (rec_eps <= budget.epsilon and eps <= budget.epsilon
+                and delta <= budget.delta):  # written so that NaN fails
             raise LedgerError(f"over budget: epsilon {rec_eps} > {budget.epsilon} "
                               f"or delta {delta:.3g} > {budget.delta}", no)
         rows.append({"line": no, "session": entry.get("session"), "round": entry.get("round"),
@@ -462,16 +539,35 @@ class Ledger:
         return eps, float(fold_sampler_distance(eps, d, self._tv))
 
     def check(self, event: DpEvent, sampler_tv: float = 0.0) -> tuple[float, float]:
-        """(epsilon, delta) after ``event``; raises BudgetExceeded if over the budget."""
-        tv = self._tv + sampler_tv
+        """(epsilon, delta) after ``event``; raises BudgetExceeded if over the budget.
+
+        Whatever epsilon the accountant produces -- huge but finite (a noise multiplier of
+        1e-12 gives ~1e24), +inf, NaN, an RDP beyond float range -- the answer is a number
+        within the budget or BudgetExceeded, never an arithmetic exception. An event the
+        accountant does not support is AccountingError; a ``sampler_tv`` that is not a
+        finite number >= 0 is AccountingError too."""
+        try:
+            tv_round = float(sampler_tv)
+        except (TypeError, ValueError):
+            tv_round = math.nan
+        if not (math.isfinite(tv_round) and tv_round >= 0):
+            raise AccountingError(f"sampler_tv must be a finite number >= 0, got "
+                                  f"{sampler_tv!r}")
+        tv = self._tv + tv_round
         d = delta_for_rdp(self.budget, tv)
-        eps, _ = rdp_to_epsilon(self._acc.rdp + event_rdp(event, self._acc.orders), d,
-                                self._acc.orders)
-        delta = fold_sampler_distance(eps, d, tv)
-        # compare what will be written (epsilon rounded up), so the ledger always verifies
-        if not math.isfinite(eps) or round_up(eps, EPS_DIGITS) > self.budget.epsilon or (
-                delta > self.budget.delta):
-            raise BudgetExceeded(f"round refused: cumulative epsilon would be {eps:.4f} "
+        try:
+            with np.errstate(all="ignore"):
+                rdp = self._acc.rdp + event_rdp(event, self._acc.orders)
+            eps, _ = rdp_to_epsilon(rdp, d, self._acc.orders)
+            eps = float(eps)
+            # compare what will be written (epsilon rounded up), so the ledger always verifies
+            fits = math.isfinite(eps) and round_up(eps, EPS_DIGITS) <= self.budget.epsilon
+            delta = fold_sampler_distance(eps, d, tv) if fits else math.inf
+        except ArithmeticError as exc:  # belt and braces: no float failure escapes the filter
+            raise BudgetExceeded(f"round refused: epsilon cannot be computed "
+                                 f"({type(exc).__name__}) after {self.rounds} rounds") from None
+        if not (fits and delta <= self.budget.delta):  # written so that NaN is refused
+            raise BudgetExceeded(f"round refused: cumulative epsilon would be {_fmt(eps)} "
                                  f"(budget {self.budget.epsilon}) after {self.rounds} rounds")
         return eps, delta
 

@@ -1,4 +1,9 @@
-"""``secagg simulate --epsilon ...`` (R rounds of DP aggregation) and ``secagg budget``."""
+"""``secagg simulate --epsilon ...`` (R rounds of DP aggregation) and ``secagg budget``.
+
+``secagg budget verify LEDGER --public-key K --ledger-id HEX --min-rounds N`` pins what an
+earlier audit saw (``secagg budget show`` prints the id and the round count to record): another
+ledger signed with the same key, or a truncated history, exits 1 like any failed verification.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dp.errors import BudgetExceeded, DPError, LedgerError
-from dp.ledger import Ledger, verify
+from dp.ledger import LEDGER_ID_HEX, Ledger, verify
 from secagg import SecAggError
 
 from .config import RoundConfig
@@ -19,17 +24,41 @@ from .errors import ProtocolError
 from .transitions import STAGES
 
 
+def _ledger_id(text: str) -> str:
+    if len(text) != LEDGER_ID_HEX or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise argparse.ArgumentTypeError(f"a ledger id is {LEDGER_ID_HEX} hex digits "
+                                         "(as printed by `secagg budget show`)")
+    return text.lower()
+
+
+def _rounds(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError("an integer >= 0")
+    return n
+
+
 def add_budget_parser(sub) -> None:
     bud = sub.add_parser("budget", help="inspect, verify or plot a privacy ledger")
     bsub = bud.add_subparsers(dest="budget_command", required=True)
-    for name, text in (("show", "print the rounds and the cumulative epsilon"),
+    for name, text in (("show", "print the ledger id, the rounds and the cumulative epsilon"),
                        ("verify", "check chain, signatures and every epsilon (independent "
-                                  "accountant); exit 1 naming the first bad line"),
+                                  "accountant), and the pins; exit 1 naming the first bad "
+                                  "line"),
                        ("plot", "write a PNG of cumulative epsilon per round")):
         p = bsub.add_parser(name, help=text)
         p.add_argument("ledger", type=Path)
         p.add_argument("--public-key", default=None,
                        help="the signer's Ed25519 public key (hex) to pin signatures to")
+        p.add_argument("--ledger-id", type=_ledger_id, default=None, metavar="HEX",
+                       help="pin the ledger id recorded at an earlier audit: another ledger "
+                            "signed with the same key (a rollback) is refused")
+        p.add_argument("--min-rounds", type=_rounds, default=None, metavar="N",
+                       help="pin the round count recorded at an earlier audit: a history "
+                            "truncated below N rounds (even with a re-signed head) is refused")
         if name == "plot":
             p.add_argument("--output", "-o", type=Path, default=None,
                            help="PNG path (default LEDGER.png)")
@@ -39,7 +68,8 @@ def add_budget_parser(sub) -> None:
 
 def budget(args: argparse.Namespace) -> int:
     try:
-        report = verify(args.ledger, args.public_key)
+        report = verify(args.ledger, args.public_key, expected_id=args.ledger_id,
+                        min_rounds=args.min_rounds)
     except LedgerError as exc:
         print(f"secagg budget: {args.ledger}: INVALID: {exc}", file=sys.stderr)
         return 1
@@ -52,21 +82,26 @@ def budget(args: argparse.Namespace) -> int:
         plot_epsilon(report, out, title=args.ledger.name)
         print(f"wrote {out}")
         return 0
-    summary = {"ledger": str(args.ledger), "valid": True, "rounds": report.entries,
-               "epsilon": report.epsilon, "delta": report.delta,
+    summary = {"ledger": str(args.ledger), "ledger_id": report.ledger_id, "valid": True,
+               "rounds": report.entries, "epsilon": report.epsilon, "delta": report.delta,
                "budget": {"epsilon": report.budget.epsilon, "delta": report.budget.delta},
-               "signed": report.signed}
+               "signed": report.signed,
+               "pinned": {"ledger_id": args.ledger_id, "min_rounds": args.min_rounds}}
     if args.budget_command == "verify":
         if args.json:
             print(json.dumps(summary))
         else:
-            print(f"{args.ledger}: valid; {report.entries} rounds, epsilon {report.epsilon} "
-                  f"delta {report.delta:.3g} of budget ({report.budget.epsilon}, "
-                  f"{report.budget.delta:g}); {'signed' if report.signed else 'unsigned'}")
+            print(f"{args.ledger}: valid; ledger id {report.ledger_id}; {report.entries} "
+                  f"rounds, epsilon {report.epsilon} delta {report.delta:.3g} of budget "
+                  f"({report.budget.epsilon}, {report.budget.delta:g}); "
+                  f"{'signed' if report.signed else 'unsigned'}")
         return 0
     if args.json:
         print(json.dumps({**summary, "rows": report.rows}))
         return 0
+    print(f"ledger id: {report.ledger_id}")
+    print(f"record for the next audit: --ledger-id {report.ledger_id} --min-rounds "
+          f"{report.entries}")
     print(f"{'line':>4} {'round':>5} {'session':<16} {'mechanism':<18} {'surv':>9} "
           f"{'epsilon':>10}")
     for r in report.rows:
@@ -153,8 +188,9 @@ def simulate_dp(args: argparse.Namespace, show, finish) -> int:
               f"{'-' if eps is None else f'{eps:.4f}'} (delta {cfg.delta:g}), RMSE of the "
               f"sum {rmse:.4g}")
     if ledger is not None:
-        print(f"ledger: {args.ledger} ({ledger.rounds} rounds); check it with "
-              f"`secagg budget verify {args.ledger}`")
+        print(f"ledger: {args.ledger} (id {ledger.ledger_id}, {ledger.rounds} rounds); check "
+              f"it with `secagg budget verify {args.ledger} --ledger-id {ledger.ledger_id} "
+              f"--min-rounds {ledger.rounds}`")
     if args.json:
         print(json.dumps({"plan": {"gamma": e.gamma, "bits": e.bits,
                                    "noise_multiplier": plan.noise_multiplier,

@@ -625,3 +625,72 @@ def test_to_json_refuses_unknown_event_types():
                   ComposedDpEvent([GaussianDpEvent(1.0), dp_accounting.LaplaceDpEvent(1.0)])):
         with pytest.raises(AccountingError, match="cannot be recorded"):
             to_json(event)
+
+
+# --------------------------------------------------------------------------------------------
+# Attack: events whose RDP has no float value (huge epsilon, overflow, underflow, NaN)
+# --------------------------------------------------------------------------------------------
+
+tiny_or_huge = st.one_of(st.floats(0, 1e-150), st.floats(1e150, 1e308),
+                         st.sampled_from([5e-324, 2.2250738585072014e-308, 1e-300, 1e-12]))
+extreme_events = st.one_of(
+    st.builds(GaussianDpEvent, st.one_of(tiny_or_huge, st.floats(0, 1e3))),
+    st.builds(ZCDpEvent, tiny_or_huge, tiny_or_huge),
+    st.builds(SkellamDpEvent, tiny_or_huge, tiny_or_huge,
+              tiny_or_huge.filter(lambda v: v > 0)),
+    st.builds(DistributedDiscreteGaussianDpEvent, tiny_or_huge, tiny_or_huge,
+              tiny_or_huge.filter(lambda v: v > 0), st.integers(1, 50), st.integers(1, 10**6)),
+)
+
+
+@given(event=extreme_events, count=st.integers(1, 10**9))
+def test_extreme_events_give_a_curve_not_an_arithmetic_error(event, count):
+    # regression: GaussianDpEvent(1e-300) raised ZeroDivisionError (z * z underflowed to 0),
+    # a subnormal Skellam variance ZeroDivisionError, a subnormal DDG variance OverflowError
+    # (float **), and 0 * inf inside the DDG bound gave NaN; now +inf at that order (no bound)
+    with np.errstate(all="raise"):  # and no numpy warning or FloatingPointError escapes
+        curve = event_rdp(SelfComposedDpEvent(event, count))
+        acc = RdpAccountant().compose(event, count)
+        eps = acc.epsilon(1e-5)
+        after = acc.epsilon_after(event, 1e-5)
+    assert not np.isnan(curve).any() and (curve >= 0).all()
+    assert isinstance(eps, float) and not math.isnan(eps) and eps >= 0
+    assert not math.isnan(after) and after >= eps
+
+
+@pytest.mark.parametrize(("event", "eps"), [
+    (GaussianDpEvent(1e-12), 1e24), (GaussianDpEvent(1e-100), 1e200),
+    (GaussianDpEvent(1e-160), math.inf), (GaussianDpEvent(1e-300), math.inf),
+    (GaussianDpEvent(5e-324), math.inf), (GaussianDpEvent(-0.0), math.inf),
+    (SkellamDpEvent(1.0, 1.0, 5e-324), math.inf),
+    (DistributedDiscreteGaussianDpEvent(1.0, 1.0, 5e-324, 3, 1), math.inf),
+    (DistributedDiscreteGaussianDpEvent(1e300, 1e300, 1e-300, 3, 10), math.inf),
+])
+def test_huge_epsilon_is_a_number_or_inf(event, eps):
+    assert RdpAccountant().compose(event).epsilon(1e-5) == pytest.approx(eps, rel=1e-9)
+
+
+def test_rdp_to_epsilon_skips_nan_orders_and_refuses_negative_rdp():
+    rdp = [a / 2 for a in ORDERS]
+    with_nan = list(rdp)
+    with_nan[0] = math.nan  # no bound at that order, not a bound of NaN
+    assert rdp_to_epsilon(with_nan, 1e-5) == rdp_to_epsilon(rdp, 1e-5)
+    assert rdp_to_epsilon([math.nan] * len(ORDERS), 1e-5)[0] == math.inf
+    assert rdp_to_epsilon([1e308] * len(ORDERS), 1e-5)[0] == pytest.approx(1e308)
+    with pytest.raises(AccountingError, match="negative"):
+        rdp_to_epsilon([-1e308] * len(ORDERS), 1e-5)
+
+
+def test_fold_sampler_distance_refuses_nan_epsilon():
+    with pytest.raises(AccountingError):
+        fold_sampler_distance(math.nan, 1e-5, 1e-30)
+    assert math.isfinite(fold_sampler_distance(1e308, 1e-5, 1e-300))
+
+
+@pytest.mark.parametrize("z", [1e-12, 1e-300, 5e-324])
+def test_pld_epsilon_of_an_extreme_gaussian_is_typed(z):
+    # dp_accounting raised ValueError ("Maximum allowed size exceeded") or OverflowError for
+    # these: now an AccountingError (z = 1e-3 asks numpy for 76 GiB, a MemoryError also
+    # mapped to AccountingError, not tested: a machine with that much memory would try)
+    with pytest.raises(AccountingError, match="PLD"):
+        pld_epsilon(GaussianDpEvent(z), 1e-5)

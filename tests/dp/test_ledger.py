@@ -7,10 +7,13 @@ import hashlib
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dp import ledger as ledger_mod
 from dp.accounting import RdpAccountant, fold_sampler_distance
@@ -21,6 +24,7 @@ from dp.events import (
     NoOpDpEvent,
     SelfComposedDpEvent,
     SkellamDpEvent,
+    ZCDpEvent,
     from_json,
     to_json,
 )
@@ -764,3 +768,239 @@ def test_events_in_the_ledger_round_trip(tmp_path):
     e = record(led, 0)
     assert e["event"] == to_json(EVENT)
     assert json.loads(read_lines(path)[-1]) == e
+
+
+# --------------------------------------------------------------------------------------------
+# Attack: an event with a huge (or infinite, NaN, beyond float range) epsilon
+# --------------------------------------------------------------------------------------------
+
+# (event, what its epsilon is): every kind of value an accountant can produce beyond a budget
+EXTREME_EVENTS = [
+    pytest.param(GaussianDpEvent(1e-12), id="gaussian-1e-12-eps-1e24"),
+    pytest.param(GaussianDpEvent(1e-100), id="gaussian-1e-100-eps-1e200"),
+    pytest.param(GaussianDpEvent(1e-160), id="gaussian-1e-160-rdp-overflows"),
+    pytest.param(GaussianDpEvent(1e-300), id="gaussian-1e-300-z2-underflows"),
+    pytest.param(GaussianDpEvent(5e-324), id="gaussian-subnormal"),
+    pytest.param(GaussianDpEvent(-0.0), id="gaussian-negative-zero"),
+    pytest.param(ZCDpEvent(1e300, 0.0), id="zcdp-eps-1e303"),
+    pytest.param(ZCDpEvent(1e308, 1e308), id="zcdp-rdp-overflows"),
+    pytest.param(SkellamDpEvent(1.0, 1.0, 5e-324), id="skellam-subnormal-variance"),
+    pytest.param(SkellamDpEvent(1.0, 1e200, 1.0), id="skellam-huge-sensitivity"),
+    pytest.param(DistributedDiscreteGaussianDpEvent(1.0, 1.0, 5e-324, 3, 1),
+                 id="ddg-subnormal-variance"),
+    pytest.param(DistributedDiscreteGaussianDpEvent(1e300, 1e300, 1e-300, 3, 10),
+                 id="ddg-inf-times-zero"),
+    pytest.param(SelfComposedDpEvent(ZCDpEvent(1e300, 1e300), 10**9), id="composed-overflow"),
+]
+
+
+@pytest.mark.parametrize("event", EXTREME_EVENTS)
+def test_huge_finite_epsilon_is_refused_not_crashed(tmp_path, key, event):
+    # regression: GaussianDpEvent(1e-12) gives epsilon ~1e24, and round_up's Decimal quantize
+    # (28-digit default context) raised decimal.InvalidOperation from check(); 1e-300 raised
+    # ZeroDivisionError (z * z underflowed to 0), a subnormal Skellam variance too, and a
+    # subnormal DDG variance OverflowError (float **): callers crashed instead of refusing
+    path, led = make(tmp_path, key=key, rounds=1, keep=True)
+    before, spent = _snapshot(path), led.spent()
+    with pytest.raises(BudgetExceeded):
+        led.check(event)
+    with pytest.raises(BudgetExceeded):
+        led.check(event, TV)
+    with pytest.raises(BudgetExceeded):
+        record(led, 1, event=event)
+    assert _snapshot(path) == before and led.rounds == 1 and led.spent() == spent
+    record(led, 1)  # the refusals left the ledger usable and consistent
+    release(led)
+    assert verify(path, **pinned(key)).entries == 2
+
+
+@pytest.mark.parametrize("x", [1e308, 1.7976931348623157e308, -1.7976931348623157e308, 1e24,
+                               1e22 + 2**21, 2.0**52 + 0.5, 5e-324, 2.2250738585072014e-308,
+                               -0.0, 0.0, -5e-324])
+def test_round_up_never_raises_for_a_finite_float(x):
+    r = round_up(x, EPS_DIGITS)
+    assert math.isfinite(r) and r >= x
+    assert r - x <= 10.0**-EPS_DIGITS or r == x  # on the 1e-6 grid, or already on it
+
+
+def test_round_up_passes_non_finite_values_through():
+    assert round_up(math.inf, EPS_DIGITS) == math.inf  # the callers refuse them
+    assert round_up(-math.inf, EPS_DIGITS) == -math.inf
+    assert math.isnan(round_up(math.nan, EPS_DIGITS))
+
+
+def test_round_up_ignores_the_threads_decimal_context():
+    import decimal
+
+    with decimal.localcontext() as ctx:
+        ctx.prec, ctx.traps[decimal.Inexact] = 3, True
+        assert round_up(123.4567891, EPS_DIGITS) == 123.456790
+
+
+def test_a_huge_budget_records_and_verifies_a_huge_epsilon(tmp_path):
+    # the "passes" side of the class: epsilon 1e24 within a budget of 1e300 is written rounded
+    # up (unchanged: floats that large are integers) and the independent recomputation agrees
+    path = tmp_path / "huge.jsonl"
+    led = Ledger.create(path, Budget(1e300, BUDGET.delta))
+    e = record(led, 0, event=GaussianDpEvent(1e-12), tv=0.0)
+    assert e["epsilon"] == pytest.approx(1e24, rel=1e-9)
+    release(led)
+    assert verify(path).epsilon == e["epsilon"]
+    assert verify(path, independent=False).epsilon == e["epsilon"]
+    release(Ledger.open(path))
+
+
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory):
+    """One open ledger per budget, for the property below (check() writes nothing)."""
+    d = tmp_path_factory.mktemp("probe")
+    leds = {eps: Ledger.create(d / f"{i}.jsonl", Budget(eps, BUDGET.delta))
+            for i, eps in enumerate((1.0, 50.0, 1e30, 1e300))}
+    yield leds
+    for led in leds.values():
+        led.close()
+
+
+@given(z=st.floats(1e-300, 1e3), budget=st.sampled_from((1.0, 50.0, 1e30, 1e300)),
+       tv=st.sampled_from((0.0, TV)))
+def test_check_passes_or_refuses_for_any_noise_multiplier(probes, z, budget, tv):
+    led = probes[budget]
+    try:
+        eps, delta = led.check(GaussianDpEvent(z), tv)
+    except BudgetExceeded:
+        return
+    assert math.isfinite(eps) and 0 <= eps <= round_up(eps, EPS_DIGITS) <= budget
+    assert 0 < delta <= BUDGET.delta
+
+
+def _rewrite_with_event(es: list[dict], no: int, event) -> list[dict]:
+    """Entries with line ``no``'s event replaced and every later epsilon and delta recomputed
+    as the writer would (what a forger holding the key, or editing an unsigned ledger, does)."""
+    out = [dict(e) for e in es]
+    out[no - 1]["event"] = to_json(event)
+    acc, tv = RdpAccountant(), 0.0
+    for e in out[1:]:
+        acc.compose(from_json(e["event"]))
+        tv += e["sampler_tv"]
+        d = delta_for_rdp(BUDGET, tv)
+        exact = acc.epsilon(d)
+        e["epsilon"] = round_up(exact, EPS_DIGITS) if math.isfinite(exact) else sys.float_info.max
+        e["delta"] = fold_sampler_distance(exact, d, tv)
+    return out
+
+
+@pytest.mark.parametrize(("event", "match"), [
+    pytest.param(GaussianDpEvent(1e-12), "over budget", id="gaussian-1e-12-eps-1e24"),
+    pytest.param(GaussianDpEvent(1e-100), "over budget", id="gaussian-1e-100-eps-1e200"),
+    pytest.param(ZCDpEvent(1e300, 0.0), "over budget", id="zcdp-eps-1e303"),
+    pytest.param(GaussianDpEvent(1e-300), "epsilon inf", id="gaussian-1e-300"),
+    pytest.param(GaussianDpEvent(5e-324), "epsilon inf", id="gaussian-subnormal"),
+    pytest.param(SkellamDpEvent(1.0, 1.0, 5e-324), None, id="skellam-subnormal-variance"),
+    pytest.param(SkellamDpEvent(1.0, 1e200, 1.0), None, id="skellam-huge-sensitivity"),
+    pytest.param(DistributedDiscreteGaussianDpEvent(1.0, 1.0, 5e-324, 3, 1), None,
+                 id="ddg-subnormal-variance"),
+])
+def test_rewritten_entry_with_huge_epsilon_fails_verify_typed(tmp_path, key, event, match):
+    # regression: an entry rewritten consistently (epsilon recomputed, re-chained, re-signed,
+    # new head) whose event gives epsilon ~1e24 made verify() raise decimal.InvalidOperation
+    # from round_up, and a noise multiplier of 1e-300 ZeroDivisionError, instead of LedgerError
+    path, _ = make(tmp_path, key=key)
+    forge(path, _rewrite_with_event(entries(path), MIDDLE, event), key)
+    fails_at(path, MIDDLE, match, **pinned(key))
+    fails_at(path, MIDDLE, match, independent=False, **pinned(key))
+    with pytest.raises(LedgerError) as info:
+        Ledger.open(path, signing_key=key)
+    assert info.value.line == MIDDLE
+
+
+@pytest.mark.parametrize("value", [1e308, sys.float_info.max, 1e24, 5e-324, -0.0, -1e308])
+def test_edited_extreme_recorded_epsilon_fails_verify_typed(tmp_path, value):
+    path, _ = make(tmp_path)
+    edit(path, MIDDLE, epsilon=value)
+    fails_at(path, MIDDLE)
+
+
+# --------------------------------------------------------------------------------------------
+# Attack: rollback -- another ledger, or a shorter history, signed with the same key
+# --------------------------------------------------------------------------------------------
+
+SMALL = SkellamDpEvent(1600.0, 40.0, (40.0 * 40.0) ** 2)  # a far smaller epsilon than EVENT
+
+
+def _swap_in(path: Path, other: Path) -> None:
+    path.write_bytes(other.read_bytes())
+    head_path(path).write_bytes(head_path(other).read_bytes())
+
+
+def test_rollback_to_another_ledger_with_same_key_is_refused_by_id_pin(tmp_path):
+    signer = Ed25519PrivateKey.generate()
+    pin = public_key_hex(signer)
+    path, _ = make(tmp_path, key=signer)
+    audit = verify(path, public_key=pin)  # what the auditor records at the first audit
+    ledger_id, rounds = audit.ledger_id, audit.entries
+    assert len(ledger_id) == 32 and ledger_id == entries(path)[0]["ledger_id"]
+    assert verify(path, public_key=pin, expected_id=ledger_id, min_rounds=rounds).entries == 4
+    assert verify(path, public_key=pin, expected_id=ledger_id.upper()).entries == ROUNDS
+
+    # an older ledger of the same server, same key, more rounds but far less epsilon spent
+    other = tmp_path / "other.jsonl"
+    led = Ledger.create(other, BUDGET, signing_key=signer)
+    for i in range(ROUNDS + 2):
+        record(led, i, event=SMALL)
+    release(led)
+    _swap_in(path, other)
+
+    report = verify(path, public_key=pin)  # the attack: signature, chain and head all verify
+    assert report.epsilon < audit.epsilon and report.ledger_id != ledger_id
+    assert verify(path, public_key=pin, min_rounds=rounds).entries == ROUNDS + 2  # not enough
+    err = fails_at(path, 1, "pinned", public_key=pin, expected_id=ledger_id)
+    assert ledger_id in str(err) and report.ledger_id in str(err)
+    fails_at(path, 1, "pinned", public_key=pin, expected_id=ledger_id, min_rounds=rounds)
+    fails_at(path, 1, "pinned", expected_id=ledger_id, independent=False)
+
+
+def test_truncated_history_below_min_rounds_is_refused(tmp_path):
+    signer = Ed25519PrivateKey.generate()
+    pin = public_key_hex(signer)
+    path, _ = make(tmp_path, key=signer)
+    audit = verify(path, public_key=pin)
+    ledger_id, rounds = audit.ledger_id, audit.entries
+
+    # cut without a new head: the head file catches it
+    full = read_lines(path)
+    write_lines(path, full[:3])
+    fails_at(path, 4, "deleted from the end", public_key=pin)
+
+    # cut by the key holder, who writes and signs a new head: self-consistent, same ledger id
+    orig = [json.loads(x) for x in full]
+    forge(path, orig[:3], signer)
+    assert read_lines(path) == full[:3]  # byte for byte the first three lines
+    report = verify(path, public_key=pin, expected_id=ledger_id)  # the gap the pin closes
+    assert report.entries == 2 and report.epsilon < audit.epsilon
+    err = fails_at(path, 4, "at least 4", public_key=pin, expected_id=ledger_id,
+                   min_rounds=rounds)
+    assert "2 rounds" in str(err)
+    fails_at(path, 4, "truncated", min_rounds=rounds, independent=False)
+    assert verify(path, public_key=pin, min_rounds=2).entries == 2
+    assert verify(path, public_key=pin, min_rounds=0).entries == 2
+
+    # the genuine ledger, grown since the audit, passes both pins (they are minimums)
+    forge(path, orig, signer)
+    led = Ledger.open(path, signing_key=signer)
+    record(led, ROUNDS)
+    release(led)
+    assert verify(path, public_key=pin, expected_id=ledger_id,
+                  min_rounds=rounds).entries == ROUNDS + 1
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"expected_id": "zz" * 16}, {"expected_id": "ab" * 15}, {"expected_id": 5},
+    {"expected_id": b"\x00" * 16}, {"min_rounds": -1}, {"min_rounds": True},
+    {"min_rounds": 1.5}, {"min_rounds": "3"},
+])
+def test_malformed_pins_are_parameter_errors(tmp_path, kwargs):
+    from dp.errors import ParameterError
+
+    path, _ = make(tmp_path, rounds=1)
+    with pytest.raises(ParameterError):
+        verify(path, **kwargs)

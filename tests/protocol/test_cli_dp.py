@@ -73,3 +73,112 @@ def test_bad_dp_arguments_exit_2():
 def test_missing_ledger_is_an_error(tmp_path, capsys):
     assert main(["budget", "verify", str(tmp_path / "none.jsonl")]) == 1
     assert "cannot read" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Rollback: the auditor pins the ledger id and the round count seen at the last audit
+# --------------------------------------------------------------------------------------------
+
+
+def _signed_ledger(path, key, rounds, noise):
+    from dp.events import GaussianDpEvent
+    from dp.ledger import Budget, Ledger
+
+    led = Ledger.create(path, Budget(50.0, 1e-5), signing_key=key)
+    for r in range(rounds):
+        led.record_round(event=GaussianDpEvent(noise), session="s", round_=r, cohort=10,
+                         survivors=9, n_min=8, clip_norm=1.0, mechanism={"name": "gaussian"},
+                         sampler_tv=0.0)
+    led.close()
+    return path
+
+
+def _head(path):
+    return path.with_name(path.name + ".head")
+
+
+@pytest.fixture
+def signed(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from dp.ledger import public_key_hex
+
+    key = Ed25519PrivateKey.generate()
+    path = _signed_ledger(tmp_path / "ledger.jsonl", key, 4, 3.0)
+    ledger_id = json.loads(path.read_bytes().splitlines()[0])["ledger_id"]
+    return path, key, public_key_hex(key), ledger_id
+
+
+def test_show_prints_the_ledger_id_to_record(signed, capsys):
+    path, _, pub, ledger_id = signed
+    assert main(["budget", "show", str(path), "--public-key", pub]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"ledger id: {ledger_id}"  # first thing an auditor sees
+    assert f"--ledger-id {ledger_id} --min-rounds 4" in out[1]
+    assert main(["budget", "show", "--json", str(path)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["ledger_id"] == ledger_id and shown["rounds"] == 4
+    assert main(["budget", "verify", "--json", str(path), "--ledger-id", ledger_id,
+                 "--min-rounds", "4"]) == 0
+    checked = json.loads(capsys.readouterr().out)
+    assert checked["ledger_id"] == ledger_id
+    assert checked["pinned"] == {"ledger_id": ledger_id, "min_rounds": 4}
+    assert main(["budget", "verify", str(path)]) == 0
+    assert ledger_id in capsys.readouterr().out
+
+
+def test_rollback_to_another_ledger_with_same_key_is_refused_by_ledger_id(signed, tmp_path,
+                                                                           capsys):
+    path, key, pub, ledger_id = signed
+    pins = ["--public-key", pub, "--ledger-id", ledger_id, "--min-rounds", "4"]
+    assert main(["budget", "verify", str(path), *pins]) == 0
+    # an older ledger of the same key (more rounds, far less epsilon) swapped in whole
+    older = _signed_ledger(tmp_path / "older.jsonl", key, 6, 50.0)
+    path.write_bytes(older.read_bytes())
+    _head(path).write_bytes(_head(older).read_bytes())
+    assert main(["budget", "verify", str(path), "--public-key", pub]) == 0  # the attack
+    capsys.readouterr()
+    assert main(["budget", "verify", str(path), *pins]) == 1  # the same code as any failure
+    err = capsys.readouterr().err
+    other_id = json.loads(older.read_bytes().splitlines()[0])["ledger_id"]
+    assert "INVALID" in err and "line 1" in err and ledger_id in err and other_id in err
+    for command in ("show", "plot"):  # every subcommand verifies with the pins
+        assert main(["budget", command, str(path), *pins]) == 1
+    capsys.readouterr()
+
+
+def test_truncated_history_below_min_rounds_is_refused_by_the_cli(signed, capsys):
+    from dp import ledger as ledger_mod
+
+    path, key, pub, ledger_id = signed
+    # the key holder cuts the ledger to 2 rounds and writes and signs a matching head
+    lines = path.read_bytes().splitlines(keepends=True)[:3]
+    path.write_bytes(b"".join(lines))
+    head = {"entries": 3, "hash": ledger_mod.line_hash(lines[-1].rstrip(b"\n")),
+            "ledger_id": ledger_id}
+    head["signature"] = ledger_mod._sign(key, head, ledger_mod.HEAD_LABEL)
+    _head(path).write_bytes(ledger_mod.canonical_line(head) + b"\n")
+    assert main(["budget", "verify", str(path), "--public-key", pub, "--ledger-id",
+                 ledger_id]) == 0  # same ledger, self-consistent: only the count tells
+    capsys.readouterr()
+    assert main(["budget", "verify", str(path), "--public-key", pub, "--ledger-id",
+                 ledger_id, "--min-rounds", "4"]) == 1
+    err = capsys.readouterr().err
+    assert "INVALID" in err and "2 rounds" in err and "at least 4" in err
+
+
+@pytest.mark.parametrize("pin", [["--ledger-id", "zz" * 16], ["--ledger-id", "ab" * 15],
+                                 ["--min-rounds", "-1"], ["--min-rounds", "x"]])
+def test_malformed_pins_exit_2(ledger, pin, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["budget", "verify", str(ledger), *pin])
+    assert e.value.code == 2
+    capsys.readouterr()
+
+
+def test_simulate_prints_the_pins_for_the_next_audit(tmp_path, capsys):
+    path = tmp_path / "l.jsonl"
+    assert main(["simulate", "--clients", "12", "--dim", "50", "--rounds", "1", "--epsilon",
+                 "3", "--ledger", str(path), "--seed", "1"]) == 0
+    ledger_id = json.loads(path.read_bytes().splitlines()[0])["ledger_id"]
+    assert f"--ledger-id {ledger_id} --min-rounds 1" in capsys.readouterr().out
