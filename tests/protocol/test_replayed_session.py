@@ -18,8 +18,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from protocol import ClientRound, LocalProtocolError, RemoteProtocolError, RoundConfig
-from protocol import RoundAborted, ServerRound, simulate_round
+from protocol import (
+    ClientRound,
+    LocalProtocolError,
+    RemoteProtocolError,
+    RoundAborted,
+    RoundConfig,
+    ServerRound,
+    simulate_round,
+)
 from protocol.messages import ConsistencyRequest, UnmaskRequest
 from protocol.sessions import FileSessionStore, store_for_identity
 from secagg import SigningKey
