@@ -30,10 +30,14 @@ class WireError(RemoteProtocolError):
 
 
 class RoundAborted(ProtocolError):
-    """The server aborted the round. ``stage`` and ``reason`` say where and why."""
+    """The server aborted the round. ``stage`` and ``reason`` say where and why; ``clients``
+    names the clients the abort is attributed to (for example the dealer of a secret that
+    reconstructs to an invalid value), empty when no one can be blamed."""
 
-    def __init__(self, stage: str, reason: str, detail: str = "") -> None:
+    def __init__(self, stage: str, reason: str, detail: str = "", *,
+                 clients: tuple[int, ...] = ()) -> None:
         self.stage = stage
         self.reason = reason
         self.detail = detail
+        self.clients = tuple(clients)
         super().__init__(f"round aborted in {stage}: {reason}" + (f" ({detail})" if detail else ""))

@@ -25,16 +25,18 @@ from secagg import (
     Share,
     VerifyKey,
     agree,
-    combine,
+    decode,
     harary_graph,
     pairwise_sign,
     remove_masks,
 )
 from secagg.keyagreement import PURPOSE_MASK
+from secagg.prg import SEED_BYTES
 
 from .config import RoundConfig, derive_graph_seed
 from .errors import LocalProtocolError, RemoteProtocolError, RoundAborted
 from .messages import (
+    KEY_BYTES,
     MAX_CLIENT_ID,
     MAX_VECTOR_BYTES,
     SESSION_ID_BYTES,
@@ -113,6 +115,8 @@ class ServerRound:
         self.parsed: dict[int, tuple[list[tuple[int, Share]], list[tuple[int, Share]]]] = {}
         self.aggregate: np.ndarray | None = None
         self.key_root, self.key_count = b"", 0  # the key commitment (malicious mode)
+        # holder -> [(owner, "b" or "s")]: shares that robust reconstruction found wrong
+        self.bad_shares: dict[int, list[tuple[int, str]]] = {}
         self.abort: RoundAborted | None = None
         self._held = 0  # bytes of accepted per-client state, kept as messages arrive
 
@@ -121,10 +125,11 @@ class ServerRound:
     def t(self) -> int:
         return self.params.threshold
 
-    def _abort(self, reason: str, detail: str = "") -> RoundAborted:
+    def _abort(self, reason: str, detail: str = "", *,
+               clients: tuple[int, ...] = ()) -> RoundAborted:
         stage = self.state.value
         self.state = ServerState.ABORTED
-        self.abort = RoundAborted(stage, reason, detail)
+        self.abort = RoundAborted(stage, reason, detail, clients=clients)
         return self.abort
 
     def _refuse(self, m: Message, why: str) -> RemoteProtocolError:
@@ -255,7 +260,14 @@ class ServerRound:
         if self.state in (ServerState.DONE, ServerState.ABORTED, ServerState.SETUP):
             raise LocalProtocolError(f"can't close stage in state {self.state.value}")
         handler = self._closers[self.state]
-        out = handler(self)
+        try:
+            out = handler(self)
+        except RoundAborted:
+            raise
+        except Exception as exc:
+            # Whatever went wrong (a value no check anticipated), the round ends here, in a
+            # terminal state, with a typed abort: nothing a client sent may leave it half-open.
+            raise self._abort("internal-error", f"{type(exc).__name__}: {exc}") from exc
         self.state = server_next(self.mode, self.state)
         return out
 
@@ -342,6 +354,8 @@ class ServerRound:
         return out
 
     def _close_unmask(self) -> list[Message]:
+        """Reconstruct b_u for every survivor and s_u^SK for every dropped client with masks in
+        the sum, validate each value against what its dealer advertised, remove the masks."""
         u2, u3 = self.u2, frozenset(self.u3)
         b_shares: dict[int, list[Share]] = {u: [] for u in u3}
         s_shares: dict[int, list[Share]] = {}
@@ -350,32 +364,51 @@ class ServerRound:
                 b_shares[owner].append(sh)
             for owner, sh in dead:
                 s_shares.setdefault(owner, []).append(sh)
-        try:
-            seeds = []
-            for u in sorted(u3):
-                seed = combine(b_shares[u], threshold=self.t)
-                if commit_self_seed(self.session_id, self.round, u, seed) != \
-                        self.keys[u].b_commitment:
-                    raise self._abort("bad-reconstruction",
-                                      f"b_{u} does not match its commitment (a forged share)")
-                seeds.append(seed)
-            pairwise = []
-            mctx = KdfContext(self.session_id, self.round, PURPOSE_MASK)
-            for u in sorted(u2 - u3):
-                alive_nbrs = sorted(self.graph.neighbours(u) & u3)
-                if not alive_nbrs:
-                    continue
-                s_u = KeyPair.from_private_bytes(combine(s_shares.get(u, []), threshold=self.t))
-                if s_u.public_bytes != self.keys[u].s_pk:
-                    raise self._abort("bad-reconstruction", f"s_{u}^SK does not match s_{u}^PK")
-                for v in alive_nbrs:
-                    s_uv = agree(s_u, self.keys[v].s_pk, own_id=u, peer_id=v, context=mctx)
-                    pairwise.append(PairwiseMask(s_uv, pairwise_sign(v, u)))
-        except SecAggError as exc:
-            raise self._abort("cannot-reconstruct", str(exc)) from None
+        seeds = []
+        for u in sorted(u3):
+            seed = self._reconstruct(u, "b", b_shares[u])
+            if len(seed) != SEED_BYTES:
+                raise self._abort("bad-dealing", f"b_{u} reconstructs to {len(seed)} bytes, not "
+                                  f"{SEED_BYTES}: client {u} dealt an invalid seed", clients=(u,))
+            if commit_self_seed(self.session_id, self.round, u, seed) != self.keys[u].b_commitment:
+                raise self._abort("bad-reconstruction",
+                                  f"b_{u} does not match its commitment (a forged share or a "
+                                  f"bad dealing by client {u})", clients=(u,))
+            seeds.append(seed)
+        pairwise = []
+        mctx = KdfContext(self.session_id, self.round, PURPOSE_MASK)
+        for u in sorted(u2 - u3):
+            alive_nbrs = sorted(self.graph.neighbours(u) & u3)
+            if not alive_nbrs:
+                continue
+            raw = self._reconstruct(u, "s", s_shares.get(u, []))
+            if len(raw) != KEY_BYTES:
+                raise self._abort("bad-dealing", f"s_{u}^SK reconstructs to {len(raw)} bytes, "
+                                  f"not {KEY_BYTES}: client {u} dealt an invalid key",
+                                  clients=(u,))
+            s_u = KeyPair.from_private_bytes(raw)
+            if s_u.public_bytes != self.keys[u].s_pk:
+                raise self._abort("bad-reconstruction", f"s_{u}^SK does not match s_{u}^PK (a "
+                                  f"forged share or a bad dealing by client {u})", clients=(u,))
+            for v in alive_nbrs:
+                s_uv = agree(s_u, self.keys[v].s_pk, own_id=u, peer_id=v, context=mctx)
+                pairwise.append(PairwiseMask(s_uv, pairwise_sign(v, u)))
         remove_masks(self.acc, ring=self.ring, self_seeds=seeds, pairwise=pairwise)
         self.aggregate = self.acc
         return []
+
+    def _reconstruct(self, owner: int, kind: str, shares: list[Share]) -> bytes:
+        """The secret ``kind`` (b or s) of ``owner`` from its holders' shares, correcting up to
+        floor((N - t) / 2) wrong shares (:func:`secagg.decode`; the cheap consistency check
+        first). Holders of wrong shares are kept in :attr:`bad_shares`; an undecodable set,
+        or one of the dealer's shares that fails its checks, aborts the round."""
+        try:
+            got = decode(shares, threshold=self.t)
+        except SecAggError as exc:
+            raise self._abort("cannot-reconstruct", f"{kind}_{owner}: {exc}") from None
+        for x in got.bad_x:
+            self.bad_shares.setdefault(x - 1, []).append((owner, kind))
+        return got.secret
 
     _closers = {
         ServerState.ADVERTISE_KEYS: _close_keys,

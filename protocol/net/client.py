@@ -55,6 +55,7 @@ from .frames import (
     RESULT,
     WELCOME,
     Bye,
+    Decline,
     decode_frame,
     encode_frame,
     protocol_frame,
@@ -240,7 +241,7 @@ class AsyncClient:
                     else:
                         raise WireError(f"unexpected frame kind {kind}")
                 except WireError as exc:
-                    self._abandon(f"malformed frame from the server: {exc}")
+                    await self._abandon(f"malformed frame from the server: {exc}")
         except BaseException:
             reader.cancel()  # cancels the call: only when the stream is given up
             raise
@@ -258,10 +259,20 @@ class AsyncClient:
             self.bytes_received += len(data)
             frames.put_nowait(data)
 
-    def _abandon(self, reason: str, *, level: str = "warning") -> None:
-        r = self.current.setup.round if self.current and self.current.setup else None
+    async def _abandon(self, reason: str, *, level: str = "warning",
+                       public: str | None = None) -> None:
+        """Give up the current round and tell the server at once (DECLINE), so it counts this
+        client as a dropout without waiting for the deadline. ``public`` is the reason sent to
+        the server when ``reason`` may describe the private input."""
+        cr = self.current
+        r = cr.setup.round if cr and cr.setup else None
         self.log("round-refused", level=level, round=r, reason=reason)
         self.current = None
+        if cr is not None and cr.setup is not None:
+            await self._decline(cr.setup.session_id, cr.setup.round, public or reason)
+
+    async def _decline(self, session_id: bytes, rnd: int, reason: str) -> None:
+        await self._send(encode_frame(Decline(session_id, rnd, _ascii(reason))))
 
     async def _on_message(self, msg) -> None:
         if isinstance(msg, Setup):
@@ -272,14 +283,17 @@ class AsyncClient:
             return  # no round in progress here (refused or abandoned): stay silent
         if isinstance(msg, SharesDelivery):
             if not cr.accepts(msg):  # refuse before taking (and being charged for) an input
-                self._abandon(f"refused an out-of-turn {type(msg).__name__}")
+                await self._abandon(f"refused an out-of-turn {type(msg).__name__}")
                 return
             if not await self._give_input(cr):
                 return
         try:
             out = cr.receive(msg)
-        except (RemoteProtocolError, InputError) as exc:
-            self._abandon(str(exc))
+        except RemoteProtocolError as exc:
+            await self._abandon(str(exc))
+            return
+        except InputError as exc:  # may quote the private input: not sent to the server
+            await self._abandon(str(exc), public="this client's input does not fit the round")
             return
         for m in out:
             await self._send(protocol_frame(encode(m)))
@@ -296,6 +310,8 @@ class AsyncClient:
                 self.log("round-refused", level="warning", round=msg.round,
                          reason=f"over this client's own privacy budget: {exc}")
                 self._fail_input(RoundFailed(f"over this client's own budget: {exc}"))
+                await self._decline(msg.session_id, msg.round, "over this client's own "
+                                    "privacy budget")
                 return
         cr = ClientRound(self.s.id, config=self.round_config, identity=self.identity,
                          registry=self.registry, used_sessions=self.used)
@@ -303,6 +319,7 @@ class AsyncClient:
             out = cr.receive(msg)
         except RemoteProtocolError as exc:
             self.log("round-refused", level="warning", round=msg.round, reason=str(exc))
+            await self._decline(msg.session_id, msg.round, str(exc))
             return
         self.current = cr
         self.log("round-joined", round=msg.round, session=msg.session_id.hex())
@@ -317,7 +334,7 @@ class AsyncClient:
         except TimeoutError:
             got = None
         if got is None:
-            self._abandon("no input for this round")
+            await self._abandon("no input for this round")
             return False
         update, weight = got
         try:
@@ -330,8 +347,8 @@ class AsyncClient:
             cr.set_input(vec)
         except (DPError, SecAggError, ProtocolError, TypeError, ValueError) as exc:
             # the detail can quote a value of the private input: it goes to the caller only
-            self._abandon(f"this client's input was refused ({type(exc).__name__})",
-                          level="error")
+            await self._abandon(f"this client's input was refused ({type(exc).__name__})",
+                                level="error", public="this client's input was refused")
             failed = RoundFailed(f"input refused: {exc}")
             self._fail_input(failed)
             if self.provider is not None and self.on_result is not None:

@@ -12,6 +12,9 @@ kinds are the transport's own and carry no secret:
   the published aggregate (the ring sum, or the decoded DP estimate).
 * ABORT (server -> clients): session, round, stage and a reason; the round is over.
 * BYE (server -> client: no more rounds; client -> server: a clean goodbye).
+* DECLINE (client -> server): session, round and a reason: this client takes no (further)
+  part in that round (its own budget, or a local refusal), so the server counts it as a
+  dropout at once instead of waiting out the stage's deadline.
 
 Decoding is strict as in :mod:`protocol.wire`: unknown version or kind, truncation, trailing
 bytes, bad lengths or non-ASCII text all raise :class:`~protocol.errors.WireError`.
@@ -28,7 +31,7 @@ from ..errors import WireError
 from ..messages import MAX_COHORT, SESSION_ID_BYTES
 
 TRANSPORT_VERSION = 1
-PROTOCOL, WELCOME, RESULT, ABORT, BYE = 1, 2, 3, 4, 5
+PROTOCOL, WELCOME, RESULT, ABORT, BYE, DECLINE = 1, 2, 3, 4, 5, 6
 DIGEST_BYTES = 32
 MAX_TEXT = 256
 _U32 = struct.Struct(">I")
@@ -64,6 +67,13 @@ class Bye:
     reason: str
 
 
+@dataclass(frozen=True)
+class Decline:
+    session_id: bytes
+    round: int
+    reason: str
+
+
 def _text(s: str) -> bytes:
     if not isinstance(s, str) or len(s) > MAX_TEXT or not (s.isascii() and s.isprintable()):
         raise WireError(f"frame text must be printable ASCII of at most {MAX_TEXT} characters")
@@ -86,7 +96,7 @@ def protocol_frame(wire_bytes: bytes) -> bytes:
     return bytes([TRANSPORT_VERSION, PROTOCOL]) + wire_bytes
 
 
-def encode_frame(frame: Welcome | Result | Abort | Bye) -> bytes:
+def encode_frame(frame: Welcome | Result | Abort | Bye | Decline) -> bytes:
     head = bytes([TRANSPORT_VERSION])
     if isinstance(frame, Welcome):
         return (head + bytes([WELCOME]) + _u32(frame.client_id)
@@ -109,6 +119,9 @@ def encode_frame(frame: Welcome | Result | Abort | Bye) -> bytes:
                 + _u32(frame.round) + _text(frame.stage) + _text(frame.reason))
     if isinstance(frame, Bye):
         return head + bytes([BYE]) + _text(frame.reason)
+    if isinstance(frame, Decline):
+        return (head + bytes([DECLINE]) + _fixed(frame.session_id, SESSION_ID_BYTES, "session")
+                + _u32(frame.round) + _text(frame.reason))
     raise WireError(f"not a transport frame: {type(frame).__name__}")
 
 
@@ -172,6 +185,8 @@ def decode_frame(data: bytes) -> tuple[int, object]:
         body = Abort(r.take(SESSION_ID_BYTES), r.u32(), r.text(), r.text())
     elif kind == BYE:
         body = Bye(r.text())
+    elif kind == DECLINE:
+        body = Decline(r.take(SESSION_ID_BYTES), r.u32(), r.text())
     else:
         raise WireError(f"unknown frame kind {kind}")
     if r.pos != len(data):

@@ -40,6 +40,7 @@ from ..transitions import STAGES
 from ..wire import decode, encode
 from .frames import (
     BYE,
+    DECLINE,
     PROTOCOL,
     Abort,
     Bye,
@@ -122,6 +123,7 @@ class AggregationServer:
         # per client: sessions in which it was dropped for lateness (its late messages are
         # ignored, not punished)
         self._late: dict[int, set[bytes]] = {}
+        self.excluded: set[int] = set()  # clients left out of the run's later rounds
 
     # -- connections ---------------------------------------------------------------------
     async def _session(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
@@ -225,14 +227,8 @@ class AggregationServer:
                      rounds=s.rounds, first_round=first, message_bound=self.bound,
                      max_connections=s.connection_bound(),
                      mode=self.round_config.mode, dp=self.plan is not None)
-            for r in range(first, s.rounds):
-                self.next_round = r
-                if r > first and s.round_gap:
-                    await asyncio.sleep(s.round_gap)
-                await self._wait_for_clients(s.join_timeout if r == first else s.between_rounds)
-                await self._round(r, dps)
-            self.log("exit", code=EXIT_OK, rounds=s.rounds)
-            return EXIT_OK
+            code, bye = await self._rounds(first, dps)
+            return code
         except RoundAborted as exc:
             code = EXIT_BUDGET if exc.reason.startswith("ledger") else EXIT_ABORTED
             bye = f"round aborted in {exc.stage}: {exc.reason}"
@@ -271,6 +267,43 @@ class AggregationServer:
             self.log("ledger-created")
         return ledger, DPServer(self.plan, ledger)
 
+    async def _rounds(self, first: int, dps: DPServer | None) -> tuple[int, str]:
+        """Rounds ``first`` .. ``rounds - 1``, each in a fresh session. An aborted round is
+        logged (by :meth:`_round`) and the next one starts; the run stops (RoundAborted) after
+        ``max_aborts_in_a_row`` aborts in a row, or at once when the ledger refused. Returns
+        the exit code (3 if the last round aborted, else 0) and the goodbye text."""
+        s = self.s
+        in_a_row = aborted = 0
+        for r in range(first, s.rounds):
+            self.next_round = r
+            if r > first and s.round_gap:
+                await asyncio.sleep(s.round_gap)
+            await self._wait_for_clients(s.join_timeout if r == first else s.between_rounds)
+            try:
+                await self._round(r, dps)
+                in_a_row = 0
+            except RoundAborted as exc:
+                in_a_row, aborted = in_a_row + 1, aborted + 1
+                self._exclude(r, exc)
+                if exc.reason.startswith("ledger") or in_a_row >= s.max_aborts_in_a_row:
+                    raise
+        code = EXIT_ABORTED if in_a_row else EXIT_OK
+        self.log("exit", level="error" if code else "info", code=code, rounds=s.rounds,
+                 aborted=aborted, excluded=sorted(self.excluded))
+        return code, "all rounds done" + (f", {aborted} aborted" if aborted else "")
+
+    def _exclude(self, r: int, exc: RoundAborted) -> None:
+        """A client that dealt a secret reconstructing to an invalid value (``bad-dealing``:
+        its own shares, consistent with its own commitment) takes no part in the later rounds
+        of this run. Other aborts blame no one with certainty, so they exclude no one."""
+        if exc.reason != "bad-dealing":
+            return
+        for u in exc.clients:
+            if u not in self.excluded:
+                self.excluded.add(u)
+                self.log("client-excluded", level="warning", round=r, client=u,
+                         reason=f"{exc.reason}: {exc.detail}")
+
     async def _wait_for_clients(self, timeout: float) -> None:
         end = time.monotonic() + timeout
         while len(self.peers) < len(self.cohort) and (left := end - time.monotonic()) > 0:
@@ -291,9 +324,16 @@ class AggregationServer:
             dps.check_budget()  # refuse before any client is contacted
         registry = self.s.registry.verify_keys() if self.round_config.mode == "malicious" \
             else None
-        sr = ServerRound(self.round_config, self.cohort, self.vector_words, session_id=session,
-                         round=r, registry=registry)
-        self.log("round-started", round=r, session=sid, connected=len(self.peers))
+        cohort = [u for u in self.cohort if u not in self.excluded]
+        try:
+            sr = ServerRound(self.round_config, cohort, self.vector_words, session_id=session,
+                             round=r, registry=registry)
+        except ProtocolError as exc:  # the cohort left after exclusions cannot run a round
+            self.log("round-aborted", level="error", round=r, stage="setup",
+                     reason="cohort-too-small", detail=str(exc), session=sid, charged=False)
+            raise RoundAborted("setup", "cohort-too-small", str(exc)) from None
+        self.log("round-started", round=r, session=sid, connected=len(self.peers),
+                 cohort=len(cohort))
         t_round = time.perf_counter()
         state = _RoundState(sr, r, session)
         try:
@@ -304,6 +344,7 @@ class AggregationServer:
                 state.stage = stage
                 if stage == "unmasking" and dps is not None:
                     dps.commit(session_id=session, round_=r, survivors=len(sr.survivors))
+                    state.charged = True
                     self.log("ledger-committed", round=r, stage=stage,
                              survivors=len(sr.survivors))
                 pending = self._send(state, outgoing)
@@ -312,23 +353,19 @@ class AggregationServer:
                 self.log("stage-closed", round=r, stage=stage,
                          seconds=time.perf_counter() - t0, dropped=len(state.dropped))
         except RoundAborted as exc:
-            self.log("round-aborted", level="error", round=r, stage=exc.stage,
-                     reason=exc.reason, detail=exc.detail, session=sid)
-            self._broadcast(encode_frame(Abort(session, r, exc.stage, exc.reason)))
+            self._log_bad_shares(state)
+            self._aborted(state, exc)
             raise
         except (DPError, OSError) as exc:  # the write-ahead record failed: nothing unmasked
-            stage = state.stage
             why = str(exc) if isinstance(exc, DPError) else f"I/O error: {exc.strerror or exc}"
-            self.log("round-aborted", level="error", round=r, stage=stage,
-                     reason="ledger-refused", detail=why)
-            self._broadcast(encode_frame(Abort(session, r, stage, "ledger-refused")))
-            raise RoundAborted(stage, "ledger-refused", why) from None
+            abort = RoundAborted(state.stage, "ledger-refused", why)
+            self._aborted(state, abort)
+            raise abort from None
         except ProtocolError as exc:
-            stage = state.stage
-            self.log("round-aborted", level="error", round=r, stage=stage,
-                     reason="protocol-error", detail=str(exc))
-            self._broadcast(encode_frame(Abort(session, r, stage, "protocol-error")))
-            raise RoundAborted(stage, "protocol-error", str(exc)) from None
+            abort = RoundAborted(state.stage, "protocol-error", str(exc))
+            self._aborted(state, abort)
+            raise abort from None
+        self._log_bad_shares(state)
         aggregate = sr.aggregate
         if dps is not None:
             aggregate = dps.finish(aggregate, session_id=session, round_=r).astype(np.float64)
@@ -339,6 +376,24 @@ class AggregationServer:
             np.save(self.s.output_dir / f"round-{r}.npy", aggregate)
         self.log("round-complete", round=r, session=sid, survivors=list(survivors),
                  dropped=sorted(state.dropped), seconds=time.perf_counter() - t_round)
+
+    def _aborted(self, state: _RoundState, exc: RoundAborted) -> None:
+        """Log an aborted round (its typed reason, whom it blames, whether the ledger was
+        charged: only past the write-ahead point) and tell every client."""
+        self.log("round-aborted", level="error", round=state.round, stage=exc.stage,
+                 reason=exc.reason, detail=exc.detail, session=state.session.hex(),
+                 clients=list(exc.clients), charged=state.charged)
+        self._broadcast(encode_frame(Abort(state.session, state.round, exc.stage, exc.reason)))
+
+    def _log_bad_shares(self, state: _RoundState) -> None:
+        """Holders whose unmasking shares robust reconstruction found wrong (a forged share,
+        or an inconsistent dealing: the server cannot tell which, so no one is excluded)."""
+        for holder, wrong in sorted(state.sr.bad_shares.items()):
+            for kind in ("b", "s"):
+                owners = [o for o, k in wrong if k == kind]
+                if owners:
+                    self.log("bad-shares", level="warning", round=state.round, client=holder,
+                             secret=f"{kind}_u", owners=owners)
 
     # -- one stage -------------------------------------------------------------------------
     def _send(self, state: _RoundState, outgoing) -> set[int]:
@@ -394,7 +449,7 @@ class AggregationServer:
                 else:
                     state.accepted.add(digest)
                     pending.discard(u)
-        if why == "goodbye":
+        if why == "goodbye" or (why or "").startswith("declined"):
             self._drop(state, u, why)
             pending.discard(u)
         elif why is not None:
@@ -404,8 +459,8 @@ class AggregationServer:
         """(message, None) to process; (None, None) to ignore; (None, reason) to drop."""
         try:
             kind, body = decode_frame(data)
-            if kind == BYE:
-                return None, "goodbye"
+            if kind in (BYE, DECLINE):
+                return None, self._leaving(state, kind, body)
             if kind != PROTOCOL:
                 raise WireError(f"frame kind {kind} is not for the server")
             msg = decode(body)
@@ -418,6 +473,14 @@ class AggregationServer:
                      kind=type(msg).__name__)
             return None, None
         return msg, None
+
+    @staticmethod
+    def _leaving(state: _RoundState, kind: int, body) -> str | None:
+        """The drop reason of a goodbye, or of a decline of this round (None: a decline of
+        another, earlier round, which needs nothing)."""
+        if kind == BYE:
+            return "goodbye"
+        return f"declined: {body.reason}" if body.session_id == state.session else None
 
     def _violation(self, state: _RoundState, pending: set[int], peer: _Peer, why: str) -> None:
         self._drop(state, peer.id, why)
@@ -440,6 +503,7 @@ class _RoundState:
     round: int
     session: bytes
     stage: str = "advertise_keys"
+    charged: bool = False  # the DP write-ahead record of this round was written
 
     def __post_init__(self) -> None:
         self.dropped: dict[int, str] = {}

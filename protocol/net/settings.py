@@ -237,6 +237,7 @@ class ServerSettings(Common):
     join_timeout: float = 60.0
     between_rounds: float = 2.0
     round_gap: float = 0.0  # pause after each round (time for the clients' local training)
+    max_aborts_in_a_row: int = 3  # the run stops (exit 3) after this many aborted rounds in a row
     max_message_bytes: int = 0  # 0: derived from the vector size
     max_connections: int = 0  # 0: 2 x cohort + 16
     ledger: Path | None = None
@@ -264,6 +265,7 @@ def load_server(path: str | Path) -> ServerSettings:
     kw["join_timeout"] = t.get("join_timeout", float, 60.0, lo=0.0)
     kw["between_rounds"] = t.get("between_rounds", float, 2.0, lo=0.0)
     kw["round_gap"] = t.get("round_gap", float, 0.0, lo=0.0, hi=86400.0)
+    kw["max_aborts_in_a_row"] = t.get("max_aborts_in_a_row", int, 3, lo=1, hi=1 << 20)
     kw["max_message_bytes"] = t.get("max_message_bytes", int, 0, lo=0, hi=MAX_VECTOR_BYTES)
     kw["max_connections"] = t.get("max_connections", int, 0, lo=0, hi=1 << 20)
     for key in ("ledger", "ledger_key", "log", "output_dir"):

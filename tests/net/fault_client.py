@@ -12,6 +12,8 @@ round, when the message that opens STAGE arrives:
 * ``replay``: answer, then send the same answer again;
 * ``impersonate``: answer in the name of another client;
 * ``stale``: in the second round, send the first round's answer (a replay from an old session).
+* ``short-seed``: in the first round, deal (and commit to) a 31-byte self-mask seed, so that
+  the server's reconstruction yields an invalid seed (``--stage`` is ignored).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import sys
 
 import numpy as np
 
+import protocol.net.client as net_client
+from protocol.client import ClientRound
 from protocol.messages import (
     ConsistencyRequest,
     KeysBroadcast,
@@ -34,10 +38,30 @@ from protocol.messages import (
 from protocol.net.client import AsyncClient, run_client
 from protocol.net.frames import PROTOCOL, protocol_frame
 from protocol.net.settings import load_client
+from protocol.payloads import commit_self_seed
 from protocol.wire import decode, encode
 
 OPENS = {Setup: "advertise_keys", KeysBroadcast: "share_keys", SharesDelivery: "masked_input",
          ConsistencyRequest: "consistency_check", UnmaskRequest: "unmasking"}
+
+
+class ShortSeedDealer(ClientRound):
+    """Deals and commits to a 31-byte b_u; masks with some 32-byte seed (any input will do)."""
+
+    def _on_setup(self, m):
+        (adv,) = ClientRound._handlers[Setup](self, m)
+        self.b_seed = os.urandom(31)
+        return [dataclasses.replace(adv, b_commitment=commit_self_seed(
+            m.session_id, m.round, self.id, self.b_seed))]
+
+    def _on_shares(self, m):
+        dealt, self.b_seed = self.b_seed, os.urandom(32)
+        try:
+            return ClientRound._handlers[SharesDelivery](self, m)
+        finally:
+            self.b_seed = dealt
+
+    _handlers = {**ClientRound._handlers, Setup: _on_setup, SharesDelivery: _on_shares}
 
 
 class FaultyClient(AsyncClient):
@@ -53,6 +77,8 @@ class FaultyClient(AsyncClient):
         self.now = OPENS[type(msg)]
         if isinstance(msg, Setup):
             self.round_no += 1
+            if self.fault == "short-seed":  # the sans-IO round this client runs
+                net_client.ClientRound = ShortSeedDealer if self.round_no == 1 else ClientRound
         hit = self.now == self.stage and not self.done
         if hit and self.fault == "kill" and self.round_no == 1:
             print(f"AT {self.stage}", flush=True)
@@ -98,7 +124,8 @@ def main() -> int:
     ap.add_argument("--config", required=True)
     ap.add_argument("--input", required=True)
     ap.add_argument("--fault", required=True, choices=["kill", "slow", "garbage", "oversize",
-                                                        "replay", "impersonate", "stale"])
+                                                        "replay", "impersonate", "stale",
+                                                        "short-seed"])
     ap.add_argument("--stage", required=True)
     ap.add_argument("--delay", type=float, default=0.0)
     args = ap.parse_args()

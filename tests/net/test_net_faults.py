@@ -275,3 +275,45 @@ def test_client_over_its_own_budget_refuses_the_round(deploy):
     assert verify(state / "ledger.jsonl").entries == 1  # nothing more was charged
     agg = np.load(d.dir / "state" / "aggregates" / "round-0.npy")
     assert agg.dtype == np.float64 and agg.shape == (64,)
+
+
+def test_hostile_dealer_aborts_round_0_and_later_rounds_publish_without_it(deploy):
+    """A registered client deals a 31-byte self-mask seed with a matching commitment in round
+    0: the server aborts that round with a typed reason naming it (no traceback, no exit),
+    excludes it, and rounds 1 and 2 publish exact sums of the others' inputs."""
+    d = deploy(5, rounds=3)
+    clients = d.start_all(skip={1})
+    hostile = d.client(1, fault="short-seed", stage="advertise_keys")
+    assert d.wait_server() == 0, d.events()[-8:]
+    _clients_exit_zero(d, clients)
+    d.wait(hostile)
+    (ab,) = d.events("round-aborted")
+    assert (ab["round"], ab["stage"], ab["reason"], ab["clients"]) == (0, "unmasking",
+                                                                      "bad-dealing", [1])
+    assert ab["charged"] is False
+    assert [e["client"] for e in d.events("client-excluded")] == [1]
+    assert sorted(d.completed()) == [1, 2]
+    for r in (1, 2):
+        assert d.assert_sum(r) == [0, 2, 3, 4]
+    assert d.events("exit")[-1]["aborted"] == 1
+    assert "Traceback" not in d.output(d.server_proc)
+
+
+def test_client_over_its_own_budget_declines_at_once(deploy):
+    """A client that refuses a round for its own budget sends a DECLINE: the server drops it
+    at once, without waiting out the AdvertiseKeys deadline."""
+    d = deploy(5, dp=True, rounds=1, deadline=60.0)
+    state = d.dir / "state" / "client-2"
+    state.mkdir(parents=True)
+    plan = plan_dp(d.settings.dp, d.settings.round, 5, 64)
+    with Ledger.create(state / "ledger.jsonl", d.settings.dp.budget, owner="client-2") as led:
+        led.record_round(event=plan.event, session="00" * 32, round_=0, cohort=5,
+                         survivors=None, n_min=plan.n_min, clip_norm=1.0,
+                         mechanism=plan.mechanism_record(None), sampler_tv=plan.sampler_tv)
+    clients = d.start_all()
+    assert d.wait_server(timeout=50) == 0
+    _clients_exit_zero(d, clients)
+    reason = d.dropped(0)[2]
+    assert reason.startswith("declined") and "budget" in reason
+    closed = next(e for e in d.events("stage-closed") if e["stage"] == "advertise_keys")
+    assert closed["seconds"] < 30  # the 60 s deadline was not waited out

@@ -18,11 +18,13 @@ from protocol.net.certs import DemoOptions, write_demo
 from protocol.net.frames import (
     ABORT,
     BYE,
+    DECLINE,
     PROTOCOL,
     RESULT,
     WELCOME,
     Abort,
     Bye,
+    Decline,
     Result,
     Welcome,
     decode_frame,
@@ -258,3 +260,27 @@ def test_session_set_persists_and_never_forgets(tmp_path):
     assert b"\x01" * 32 in again and len(again) == 2
     with pytest.raises(TypeError):
         again.discard(b"\x01" * 32)
+
+
+def test_malicious_client_without_state_dir_is_refused(tmp_path):
+    """A malicious-mode client must keep its used sessions where a restart finds them."""
+    d = tmp_path / "mal"
+    write_demo(d, DemoOptions(clients=8, port=50998, dim=16, seed=2, dp=False,
+                              mode="malicious"))
+    assert load_client(d / "client-1.toml").state_dir == d / "state" / "client-1"
+    text = (d / "client-1.toml").read_text().replace('state_dir = "state/client-1"\n', "")
+    (d / "client-1.toml").write_text(text)
+    with pytest.raises(SettingsError, match="malicious mode needs state_dir"):
+        load_client(d / "client-1.toml")
+
+
+def test_semi_honest_client_state_dir_defaults_beside_its_config(demo, tmp_path):
+    path = _variant(demo, tmp_path, "client-1.toml", 'state_dir = "state/client-1"\n', "")
+    assert load_client(path).state_dir == tmp_path / "state" / "client-1"
+
+
+@given(st.binary(min_size=32, max_size=32), st.integers(0, 2**32 - 1),
+       st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=256))
+def test_decline_round_trip(sid, rnd, reason):
+    kind, body = decode_frame(encode_frame(Decline(sid, rnd, reason)))
+    assert kind == DECLINE and body == Decline(sid, rnd, reason)

@@ -1,0 +1,195 @@
+"""A hostile client against the server's reconstruction: invalid dealings end the round with a
+typed abort naming the dealer; forged unmasking shares are corrected and their holders named,
+up to the decoding radius, and one more aborts."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol import ClientRound, RoundAborted, RoundConfig, ServerRound, ServerState
+from protocol.messages import KeysBroadcast, Setup, SharesDelivery, UnmaskResponse
+from protocol.payloads import commit_self_seed
+from secagg import Share
+from secagg.shamir import PRIME
+
+
+class ShortSeedDealer(ClientRound):
+    """Deals (and commits to) a self-mask seed of ``length`` bytes instead of 32, then sends a
+    masked input made with some 32-byte seed: the commitment matches the shares it dealt."""
+
+    length = 31
+
+    def _on_setup(self, m: Setup):
+        (adv,) = ClientRound._handlers[Setup](self, m)
+        self.b_seed = secrets.token_bytes(self.length)
+        return [dataclasses.replace(adv, b_commitment=commit_self_seed(
+            m.session_id, m.round, self.id, self.b_seed))]
+
+    def _on_shares(self, m):
+        dealt, self.b_seed = self.b_seed, secrets.token_bytes(32)
+        try:
+            return ClientRound._on_shares(self, m)
+        finally:
+            self.b_seed = dealt
+
+    _handlers = {**ClientRound._handlers, Setup: _on_setup, SharesDelivery: _on_shares}
+
+
+def _round(n=8, d=4, hostile=(), drop_masked=(), cfg=None, **hostile_kw):
+    cfg = cfg or RoundConfig(dropout_rate=0.25)
+    srv = ServerRound(cfg, range(n), d)
+    x = np.arange(n * d, dtype=np.uint32).reshape(n, d)
+    cl = {}
+    for u in range(n):
+        cls = ShortSeedDealer if u in hostile else ClientRound
+        cl[u] = cls(u, config=cfg, input=x[u].copy())
+        for k, v in hostile_kw.items():
+            if u in hostile:
+                setattr(cl[u], k, v)
+    out = srv.start()
+    for stage in range(4):
+        for m in out:
+            if stage >= 2 and m.recipient in drop_masked:
+                continue
+            for rep in cl[m.recipient].receive(m):
+                srv.receive(rep)
+        if stage < 3:
+            out = srv.close_stage()
+    return srv, cl, x, out
+
+
+@pytest.mark.parametrize("length", [31, 1, 33, 64])
+def test_short_self_mask_seed_aborts_naming_the_dealer(length):
+    """The reviewer's crash: a 31-byte b_u with a matching commitment used to raise an untyped
+    SeedError out of close_stage, leaving the round in UNMASKING."""
+    srv, *_ = _round(hostile={2}, length=length)
+    with pytest.raises(RoundAborted) as info:
+        srv.close_stage()
+    assert info.value.reason == "bad-dealing" and info.value.clients == (2,)
+    assert "client 2" in info.value.detail
+    assert srv.state is ServerState.ABORTED
+
+
+def test_invalid_key_dealing_of_a_dropped_client_aborts_naming_the_dealer():
+    """s_u^SK of a client that dropped after ShareKeys is reconstructed too; a wrong-length
+    one is the dealer's fault."""
+
+    class ShortKey:
+        """s_u's key pair, but the private key it hands to Shamir is 20 bytes."""
+
+        def __init__(self, real):
+            self.real, self.public_bytes = real, real.public_bytes
+
+        def private_bytes(self):
+            return self.real.private_bytes()[:20]
+
+    class ShortKeyDealer(ClientRound):
+        def _on_keys(self, m):
+            real, self.s_keys = self.s_keys, ShortKey(self.s_keys)
+            try:
+                return ClientRound._on_keys(self, m)
+            finally:
+                self.s_keys = real
+
+        _handlers = {**ClientRound._handlers, KeysBroadcast: _on_keys}
+
+    cfg = RoundConfig(dropout_rate=0.25)
+    n, d = 8, 4
+    srv = ServerRound(cfg, range(n), d)
+    cl = {u: (ShortKeyDealer if u == 3 else ClientRound)(u, config=cfg,
+                                                           input=np.zeros(d, np.uint32))
+          for u in range(n)}
+    out = srv.start()
+    for stage in range(4):
+        for m in out:
+            if stage >= 2 and m.recipient == 3:
+                continue  # 3 drops after ShareKeys: its s^SK must be rebuilt
+            for rep in cl[m.recipient].receive(m):
+                srv.receive(rep)
+        if stage < 3:
+            out = srv.close_stage()
+    with pytest.raises(RoundAborted) as info:
+        srv.close_stage()
+    assert info.value.reason == "bad-dealing" and info.value.clients == (3,)
+    assert srv.state is ServerState.ABORTED
+
+
+def _forge(resp: UnmaskResponse, owner: int) -> UnmaskResponse:
+    def bad(raw):
+        sh = Share.from_bytes(raw)
+        return Share(sh.dealing_id, sh.threshold, sh.x, (sh.y + 1) % PRIME).to_bytes()
+
+    return dataclasses.replace(resp, self_mask_shares=tuple(
+        (o, bad(raw) if o == owner else raw) for o, raw in resp.self_mask_shares))
+
+
+def _unmask_with_forgers(cfg, n, forgers_of_owner):
+    """A complete round where the holders in ``forgers_of_owner(server, owner)`` forge their
+    share of b_owner; returns the server after close (or raises RoundAborted)."""
+    d = 4
+    srv = ServerRound(cfg, range(n), d)
+    x = np.arange(n * d, dtype=np.uint32).reshape(n, d)
+    cl = {u: ClientRound(u, config=cfg, input=x[u].copy()) for u in range(n)}
+    out = srv.start()
+    for _ in range(3):
+        for m in out:
+            for rep in cl[m.recipient].receive(m):
+                srv.receive(rep)
+        out = srv.close_stage()
+    owner = 0
+    forgers = forgers_of_owner(srv, owner)
+    for m in out:
+        (rep,) = cl[m.recipient].receive(m)
+        srv.receive(_forge(rep, owner) if m.recipient in forgers else rep)
+    srv.close_stage()
+    want = (x.astype(np.uint64).sum(axis=0) % (1 << 32)).astype(np.uint32)
+    return srv, want, forgers
+
+
+@pytest.mark.parametrize(("n", "k", "t"), [(8, 7, 3), (12, 6, 2), (16, 10, 4), (11, 10, 6)])
+def test_forged_unmasking_shares_up_to_the_radius_are_corrected_and_named(n, k, t):
+    cfg = RoundConfig(neighbours=k, threshold=t, dropout_rate=0.0)
+    radius = (k - t) // 2  # every neighbour of the owner answers: N = k
+
+    def pick(srv, owner):
+        return set(sorted(srv.graph.neighbours(owner))[:radius])
+
+    srv, want, forgers = _unmask_with_forgers(cfg, n, pick)
+    np.testing.assert_array_equal(srv.aggregate, want)
+    assert set(srv.bad_shares) == forgers
+    assert all(v == [(0, "b")] for v in srv.bad_shares.values())
+
+
+@pytest.mark.parametrize(("n", "k", "t"), [(8, 7, 3), (12, 6, 2), (16, 10, 4), (11, 10, 6)])
+def test_one_forgery_past_the_radius_aborts(n, k, t):
+    cfg = RoundConfig(neighbours=k, threshold=t, dropout_rate=0.0)
+    radius = (k - t) // 2
+
+    def pick(srv, owner):
+        return set(sorted(srv.graph.neighbours(owner))[:radius + 1])
+
+    with pytest.raises(RoundAborted) as info:
+        _unmask_with_forgers(cfg, n, pick)
+    assert info.value.reason in ("cannot-reconstruct", "bad-reconstruction")
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.sampled_from([(8, 7, 3), (12, 6, 2), (10, 9, 3)]), st.data())
+def test_any_forgers_within_the_radius_leave_the_sum_exact(nkt, data):
+    n, k, t = nkt
+    cfg = RoundConfig(neighbours=k, threshold=t, dropout_rate=0.0)
+    radius = (k - t) // 2
+
+    def pick(srv, owner):
+        nbrs = sorted(srv.graph.neighbours(owner))
+        return set(data.draw(st.lists(st.sampled_from(nbrs), max_size=radius, unique=True)))
+
+    srv, want, forgers = _unmask_with_forgers(cfg, n, pick)
+    np.testing.assert_array_equal(srv.aggregate, want)
+    assert set(srv.bad_shares) == forgers
