@@ -366,14 +366,14 @@ class ServerRound:
                 s_shares.setdefault(owner, []).append(sh)
         seeds = []
         for u in sorted(u3):
-            seed = self._reconstruct(u, "b", b_shares[u])
-            if len(seed) != SEED_BYTES:
-                raise self._abort("bad-dealing", f"b_{u} reconstructs to {len(seed)} bytes, not "
-                                  f"{SEED_BYTES}: client {u} dealt an invalid seed", clients=(u,))
+            seed, _ = self._reconstruct(u, "b", b_shares[u])
             if commit_self_seed(self.session_id, self.round, u, seed) != self.keys[u].b_commitment:
-                raise self._abort("bad-reconstruction",
-                                  f"b_{u} does not match its commitment (a forged share or a "
-                                  f"bad dealing by client {u})", clients=(u,))
+                raise self._abort("bad-reconstruction", f"b_{u} does not match its commitment"
+                                  + self._wrong_holders(u, "b"))
+            if len(seed) != SEED_BYTES:  # committed to by u itself: u's own fault
+                raise self._abort("bad-dealing", f"b_{u} is {len(seed)} bytes, not {SEED_BYTES}, "
+                                  f"and matches client {u}'s commitment: client {u} dealt an "
+                                  "invalid seed", clients=(u,))
             seeds.append(seed)
         pairwise = []
         mctx = KdfContext(self.session_id, self.round, PURPOSE_MASK)
@@ -381,15 +381,16 @@ class ServerRound:
             alive_nbrs = sorted(self.graph.neighbours(u) & u3)
             if not alive_nbrs:
                 continue
-            raw = self._reconstruct(u, "s", s_shares.get(u, []))
-            if len(raw) != KEY_BYTES:
-                raise self._abort("bad-dealing", f"s_{u}^SK reconstructs to {len(raw)} bytes, "
-                                  f"not {KEY_BYTES}: client {u} dealt an invalid key",
-                                  clients=(u,))
-            s_u = KeyPair.from_private_bytes(raw)
-            if s_u.public_bytes != self.keys[u].s_pk:
-                raise self._abort("bad-reconstruction", f"s_{u}^SK does not match s_{u}^PK (a "
-                                  f"forged share or a bad dealing by client {u})", clients=(u,))
+            raw, consistent = self._reconstruct(u, "s", s_shares.get(u, []))
+            s_u = KeyPair.from_private_bytes(raw) if len(raw) == KEY_BYTES else None
+            if s_u is None or s_u.public_bytes != self.keys[u].s_pk:
+                what = (f"is {len(raw)} bytes, not {KEY_BYTES}" if s_u is None
+                        else f"does not match s_{u}^PK")
+                if consistent:  # more than t shares, all on one polynomial: as u dealt it
+                    raise self._abort("bad-dealing", f"s_{u}^SK {what}, and every share agrees: "
+                                      f"client {u} dealt an invalid key", clients=(u,))
+                raise self._abort("bad-reconstruction", f"s_{u}^SK {what}"
+                                  + self._wrong_holders(u, "s"))
             for v in alive_nbrs:
                 s_uv = agree(s_u, self.keys[v].s_pk, own_id=u, peer_id=v, context=mctx)
                 pairwise.append(PairwiseMask(s_uv, pairwise_sign(v, u)))
@@ -397,18 +398,30 @@ class ServerRound:
         self.aggregate = self.acc
         return []
 
-    def _reconstruct(self, owner: int, kind: str, shares: list[Share]) -> bytes:
+    def _reconstruct(self, owner: int, kind: str, shares: list[Share]) -> tuple[bytes, bool]:
         """The secret ``kind`` (b or s) of ``owner`` from its holders' shares, correcting up to
-        floor((N - t) / 2) wrong shares (:func:`secagg.decode`; the cheap consistency check
-        first). Holders of wrong shares are kept in :attr:`bad_shares`; an undecodable set,
-        or one of the dealer's shares that fails its checks, aborts the round."""
+        floor((N - t) / 2) wrong shares (:func:`secagg.decode`, after the cheap consistency
+        check), and whether the N shares were *consistent*: N > t and all on one polynomial,
+        which (unless the forgers know the honest holders' shares) is the one ``owner`` dealt.
+        Holders of corrected shares are kept in :attr:`bad_shares`; an undecodable set aborts.
+
+        A dealer is blamed (``bad-dealing``) only on evidence other holders cannot forge: a
+        value that matches its own commitment, or consistent shares. A wrong value obtained
+        after corrections, or from exactly t shares, blames no one (``bad-reconstruction``),
+        so forged shares cannot get an honest dealer excluded.
+        """
         try:
             got = decode(shares, threshold=self.t)
         except SecAggError as exc:
             raise self._abort("cannot-reconstruct", f"{kind}_{owner}: {exc}") from None
         for x in got.bad_x:
             self.bad_shares.setdefault(x - 1, []).append((owner, kind))
-        return got.secret
+        return got.secret, len(shares) > self.t and not got.bad_x
+
+    def _wrong_holders(self, owner: int, kind: str) -> str:
+        holders = sorted(h for h, wrong in self.bad_shares.items() if (owner, kind) in wrong)
+        return (f" (a forged share or a bad dealing; wrong shares corrected from holders "
+                f"{holders})" if holders else " (a forged share or a bad dealing)")
 
     _closers = {
         ServerState.ADVERTISE_KEYS: _close_keys,

@@ -317,3 +317,20 @@ def test_client_over_its_own_budget_declines_at_once(deploy):
     assert reason.startswith("declined") and "budget" in reason
     closed = next(e for e in d.events("stage-closed") if e["stage"] == "advertise_keys")
     assert closed["seconds"] < 30  # the 60 s deadline was not waited out
+
+
+def test_run_stops_after_max_aborts_in_a_row(deploy):
+    """Too few clients connect: every round aborts (too-few-clients), each in a fresh session,
+    and the run stops with exit 3 after max_aborts_in_a_row of them, not after the first."""
+    d = deploy(5, rounds=4)
+    d.edit("server.toml", "rounds = 4", "rounds = 4\nmax_aborts_in_a_row = 2")
+    d.edit("server.toml", "join_timeout = 30.0", "join_timeout = 3.0")
+    clients = d.start_all(skip={0, 1, 2, 3})
+    assert d.wait_server() == 3
+    aborted = d.events("round-aborted")
+    assert [(e["round"], e["reason"], e["charged"]) for e in aborted] == [
+        (0, "too-few-clients", False), (1, "too-few-clients", False)]
+    assert len({e["session"] for e in d.events("round-started")}) == 2
+    assert d.events("exit")[-1]["code"] == 3
+    for p in clients.values():
+        assert d.wait(p) in (0, 6)

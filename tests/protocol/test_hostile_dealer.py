@@ -193,3 +193,38 @@ def test_any_forgers_within_the_radius_leave_the_sum_exact(nkt, data):
     srv, want, forgers = _unmask_with_forgers(cfg, n, pick)
     np.testing.assert_array_equal(srv.aggregate, want)
     assert set(srv.bad_shares) == forgers
+
+
+def test_forgers_cannot_frame_an_honest_dealer_as_a_bad_dealer():
+    """Every holder of b_0 replaces its share with one of a consistent dealing of a 31-byte
+    secret: the value is invalid, but it does not match client 0's own commitment, so no one
+    is blamed (bad-reconstruction) and client 0 is not named for exclusion."""
+    from secagg import split
+
+    cfg = RoundConfig(neighbours=6, threshold=3, dropout_rate=0.0)
+    n, d = 10, 4
+    srv = ServerRound(cfg, range(n), d)
+    cl = {u: ClientRound(u, config=cfg, input=np.zeros(d, np.uint32)) for u in range(n)}
+    out = srv.start()
+    for _ in range(3):
+        for m in out:
+            for rep in cl[m.recipient].receive(m):
+                srv.receive(rep)
+        out = srv.close_stage()
+    holders = sorted(srv.graph.neighbours(0))
+    fake = {sh.x: sh for sh in split(b"\x07" * 31, threshold=3, xs=[h + 1 for h in holders])}
+
+    def reforge(resp):
+        def swap(raw):
+            real = Share.from_bytes(raw)
+            return Share(real.dealing_id, 3, real.x, fake[real.x].y).to_bytes()
+
+        return dataclasses.replace(resp, self_mask_shares=tuple(
+            (o, swap(raw) if o == 0 else raw) for o, raw in resp.self_mask_shares))
+
+    for m in out:
+        (rep,) = cl[m.recipient].receive(m)
+        srv.receive(reforge(rep) if m.recipient in holders else rep)
+    with pytest.raises(RoundAborted) as info:
+        srv.close_stage()
+    assert info.value.reason == "bad-reconstruction" and info.value.clients == ()
