@@ -271,3 +271,47 @@ def test_dropouts_in_consistency_check_abort_before_any_share_is_requested():
     with pytest.raises(RoundAborted, match="unrecoverable-dropout"):
         r.server.close_stage()
     assert r.server.requests == {}  # no unmask request was built
+
+
+def test_semi_honest_mode_assumes_an_honest_server_split_alive_dead_lists_read_an_input():
+    """The documented limit of semi-honest mode (threat_model.md): a server that tells half of
+    v's neighbours that v survived and the other half that v dropped gets t shares of b_v and
+    t of s_v^SK, and reads x_v exactly. Each client sees only its own, consistent request.
+    Malicious mode refuses this (the signed survivor set must equal every alive list)."""
+    from protocol.messages import MaskedInput
+    from protocol.wire import decode
+    from secagg import (
+        KdfContext,
+        KeyPair,
+        PairwiseMask,
+        Ring,
+        Share,
+        agree,
+        combine,
+        pairwise_sign,
+        remove_masks,
+    )
+    from secagg.keyagreement import PURPOSE_MASK
+
+    r = run_until("unmasking", n=8, neighbours=4, threshold=2, dropout_rate=0.0)
+    srv, v = r.server, 0
+    y_v = next(m for m in map(decode, r.log) if isinstance(m, MaskedInput) and m.sender == v)
+    nbrs = sorted(srv.graph.neighbours(v))
+    says_alive, says_dead = set(nbrs[:2]), set(nbrs[2:])
+    b_sh, s_sh = [], []
+    for m in r.outgoing:
+        if m.recipient in says_dead:
+            m = dataclasses.replace(m, alive=tuple(a for a in m.alive if a != v),
+                                    dead=tuple(sorted(m.dead + (v,))))
+        (resp,) = r.clients[m.recipient].receive(m)
+        b_sh += [Share.from_bytes(raw) for o, raw in resp.self_mask_shares
+                 if o == v and m.recipient in says_alive]
+        s_sh += [Share.from_bytes(raw) for o, raw in resp.key_shares if o == v]
+    b_v = combine(b_sh, threshold=2)
+    s_v = KeyPair.from_private_bytes(combine(s_sh, threshold=2))
+    ctx = KdfContext(srv.session_id, srv.round, PURPOSE_MASK)
+    pairs = [PairwiseMask(agree(s_v, srv.keys[w].s_pk, own_id=v, peer_id=w, context=ctx),
+                          pairwise_sign(v, w)) for w in nbrs]
+    x_v = np.array(y_v.vector, dtype=np.uint32)
+    remove_masks(x_v, ring=Ring(32), self_seeds=[b_v], pairwise=pairs)
+    np.testing.assert_array_equal(x_v, r.inputs[v])
