@@ -299,10 +299,10 @@ def test_semi_honest_mode_assumes_an_honest_server_split_alive_dead_lists_read_a
     nbrs = sorted(srv.graph.neighbours(v))
     says_alive, says_dead = set(nbrs[:2]), set(nbrs[2:])
     b_sh, s_sh = [], []
-    for m in r.outgoing:
-        if m.recipient in says_dead:
-            m = dataclasses.replace(m, alive=tuple(a for a in m.alive if a != v),
-                                    dead=tuple(sorted(m.dead + (v,))))
+    for honest in r.outgoing:
+        m = honest if honest.recipient not in says_dead else dataclasses.replace(
+            honest, alive=tuple(a for a in honest.alive if a != v),
+            dead=tuple(sorted(honest.dead + (v,))))
         (resp,) = r.clients[m.recipient].receive(m)
         b_sh += [Share.from_bytes(raw) for o, raw in resp.self_mask_shares
                  if o == v and m.recipient in says_alive]
