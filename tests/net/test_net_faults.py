@@ -255,17 +255,22 @@ def test_client_refuses_a_ledger_made_for_another_budget(deploy):
     assert "was created for the budget" in json.dumps(d.client_events(2, "exit"))
 
 
-def test_client_over_its_own_budget_refuses_the_round(deploy):
-    d = deploy(5, dp=True, rounds=1)
-    state = d.dir / "state" / "client-2"
+def _spend_client_budget(d, u):
+    """Client u's own ledger, created for the configured budget, already spent by an earlier
+    participation (the plan is for one round); returns its state directory."""
+    state = d.dir / "state" / f"client-{u}"
     state.mkdir(parents=True)
-    # the client's own ledger, created for the configured budget, already spent by an
-    # earlier participation (the plan is for one round)
-    plan = plan_dp(d.settings.dp, d.settings.round, 5, 64)
-    with Ledger.create(state / "ledger.jsonl", d.settings.dp.budget, owner="client-2") as led:
-        led.record_round(event=plan.event, session="00" * 32, round_=0, cohort=5,
+    plan = plan_dp(d.settings.dp, d.settings.round, d.n, 64)
+    with Ledger.create(state / "ledger.jsonl", d.settings.dp.budget, owner=f"client-{u}") as led:
+        led.record_round(event=plan.event, session="00" * 32, round_=0, cohort=d.n,
                          survivors=None, n_min=plan.n_min, clip_norm=1.0,
                          mechanism=plan.mechanism_record(None), sampler_tv=plan.sampler_tv)
+    return state
+
+
+def test_client_over_its_own_budget_refuses_the_round(deploy):
+    d = deploy(5, dp=True, rounds=1)
+    state = _spend_client_budget(d, 2)
     clients = d.start_all()
     assert d.wait_server() == 0
     _clients_exit_zero(d, clients)
@@ -303,13 +308,7 @@ def test_client_over_its_own_budget_declines_at_once(deploy):
     """A client that refuses a round for its own budget sends a DECLINE: the server drops it
     at once, without waiting out the AdvertiseKeys deadline."""
     d = deploy(5, dp=True, rounds=1, deadline=60.0)
-    state = d.dir / "state" / "client-2"
-    state.mkdir(parents=True)
-    plan = plan_dp(d.settings.dp, d.settings.round, 5, 64)
-    with Ledger.create(state / "ledger.jsonl", d.settings.dp.budget, owner="client-2") as led:
-        led.record_round(event=plan.event, session="00" * 32, round_=0, cohort=5,
-                         survivors=None, n_min=plan.n_min, clip_norm=1.0,
-                         mechanism=plan.mechanism_record(None), sampler_tv=plan.sampler_tv)
+    _spend_client_budget(d, 2)
     clients = d.start_all()
     assert d.wait_server(timeout=50) == 0
     _clients_exit_zero(d, clients)

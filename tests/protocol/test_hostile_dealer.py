@@ -41,6 +41,26 @@ class ShortSeedDealer(ClientRound):
     _handlers = {**ClientRound._handlers, Setup: _on_setup, SharesDelivery: _on_shares}
 
 
+def _to_unmasking(srv, cl, gone=()):
+    """Start the round and run AdvertiseKeys, ShareKeys and MaskedInput (clients in ``gone``
+    answer only the first two); returns the server's unmask requests."""
+    out = srv.start()
+    for stage in range(3):
+        for m in out:
+            if stage < 2 or m.recipient not in gone:
+                for rep in cl[m.recipient].receive(m):
+                    srv.receive(rep)
+        out = srv.close_stage()
+    return out
+
+
+def _answer(srv, cl, requests, gone=()):
+    for m in requests:
+        if m.recipient not in gone:
+            for rep in cl[m.recipient].receive(m):
+                srv.receive(rep)
+
+
 def _round(n=8, d=4, hostile=(), drop_masked=(), cfg=None, **hostile_kw):
     cfg = cfg or RoundConfig(dropout_rate=0.25)
     srv = ServerRound(cfg, range(n), d)
@@ -52,23 +72,15 @@ def _round(n=8, d=4, hostile=(), drop_masked=(), cfg=None, **hostile_kw):
         for k, v in hostile_kw.items():
             if u in hostile:
                 setattr(cl[u], k, v)
-    out = srv.start()
-    for stage in range(4):
-        for m in out:
-            if stage >= 2 and m.recipient in drop_masked:
-                continue
-            for rep in cl[m.recipient].receive(m):
-                srv.receive(rep)
-        if stage < 3:
-            out = srv.close_stage()
-    return srv, cl, x, out
+    _answer(srv, cl, _to_unmasking(srv, cl, drop_masked), drop_masked)
+    return srv
 
 
 @pytest.mark.parametrize("length", [31, 1, 33, 64])
 def test_short_self_mask_seed_aborts_naming_the_dealer(length):
     """The reviewer's crash: a 31-byte b_u with a matching commitment used to raise an untyped
     SeedError out of close_stage, leaving the round in UNMASKING."""
-    srv, *_ = _round(hostile={2}, length=length)
+    srv = _round(hostile={2}, length=length)
     with pytest.raises(RoundAborted) as info:
         srv.close_stage()
     assert info.value.reason == "bad-dealing" and info.value.clients == (2,)
@@ -105,15 +117,8 @@ def test_invalid_key_dealing_of_a_dropped_client_aborts_naming_the_dealer():
     cl = {u: (ShortKeyDealer if u == 3 else ClientRound)(u, config=cfg,
                                                            input=np.zeros(d, np.uint32))
           for u in range(n)}
-    out = srv.start()
-    for stage in range(4):
-        for m in out:
-            if stage >= 2 and m.recipient == 3:
-                continue  # 3 drops after ShareKeys: its s^SK must be rebuilt
-            for rep in cl[m.recipient].receive(m):
-                srv.receive(rep)
-        if stage < 3:
-            out = srv.close_stage()
+    # 3 drops after ShareKeys: its s^SK must be rebuilt
+    _answer(srv, cl, _to_unmasking(srv, cl, {3}), {3})
     with pytest.raises(RoundAborted) as info:
         srv.close_stage()
     assert info.value.reason == "bad-dealing" and info.value.clients == (3,)
@@ -136,12 +141,7 @@ def _unmask_with_forgers(cfg, n, forgers_of_owner):
     srv = ServerRound(cfg, range(n), d)
     x = np.arange(n * d, dtype=np.uint32).reshape(n, d)
     cl = {u: ClientRound(u, config=cfg, input=x[u].copy()) for u in range(n)}
-    out = srv.start()
-    for _ in range(3):
-        for m in out:
-            for rep in cl[m.recipient].receive(m):
-                srv.receive(rep)
-        out = srv.close_stage()
+    out = _to_unmasking(srv, cl)
     owner = 0
     forgers = forgers_of_owner(srv, owner)
     for m in out:
@@ -205,12 +205,7 @@ def test_forgers_cannot_frame_an_honest_dealer_as_a_bad_dealer():
     n, d = 10, 4
     srv = ServerRound(cfg, range(n), d)
     cl = {u: ClientRound(u, config=cfg, input=np.zeros(d, np.uint32)) for u in range(n)}
-    out = srv.start()
-    for _ in range(3):
-        for m in out:
-            for rep in cl[m.recipient].receive(m):
-                srv.receive(rep)
-        out = srv.close_stage()
+    out = _to_unmasking(srv, cl)
     holders = sorted(srv.graph.neighbours(0))
     fake = {sh.x: sh for sh in split(b"\x07" * 31, threshold=3, xs=[h + 1 for h in holders])}
 
