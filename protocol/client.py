@@ -181,14 +181,16 @@ class ClientRound:
             self._input = self._validated_input(self._input)
         self.graph = harary_graph(m.cohort, m.neighbours, seed=m.graph_seed)
         self.nbrs = self.graph.neighbours(self.id)
+        self.position = {v: i for i, v in enumerate(m.cohort) if v in self.nbrs or v == self.id}
         self.c_keys, self.s_keys = KeyPair.generate(), KeyPair.generate()
         self.b_seed = secrets.token_bytes(32)
         commitment = commit_self_seed(m.session_id, m.round, self.id, self.b_seed)
         sig = b""
         if m.mode == "malicious":
             sig = self._identity.sign(
-                advertise_bytes(m.session_id, m.round, self.id, self.c_keys.public_bytes,
-                                self.s_keys.public_bytes, commitment), label=ADVERTISE_LABEL)
+                advertise_bytes(m.session_id, m.round, m.graph_seed, self.id,
+                                self.c_keys.public_bytes, self.s_keys.public_bytes, commitment),
+                label=ADVERTISE_LABEL)
         return [AdvertiseKeys(m.session_id, m.round, self.id, self.c_keys.public_bytes,
                               self.s_keys.public_bytes, commitment, sig)]
 
@@ -238,8 +240,9 @@ class ClientRound:
             seen |= {c_pk, s_pk}
             if s.mode == "malicious":
                 try:
-                    self._registry[v].verify(sig, advertise_bytes(s.session_id, s.round, v,
-                                                                  c_pk, s_pk, commitment),
+                    self._registry[v].verify(sig, advertise_bytes(s.session_id, s.round,
+                                                                  s.graph_seed, v, c_pk, s_pk,
+                                                                  commitment),
                                              label=ADVERTISE_LABEL)
                 except SecAggError:
                     raise _Refuse(f"bad key signature of client {v}") from None
@@ -275,17 +278,21 @@ class ClientRound:
             return
         if not m.key_root:
             raise _Refuse("the key broadcast carries no key commitment")
-        if m.key_count > len(s.cohort):
-            raise _Refuse(f"key commitment over {m.key_count} advertisements, the cohort has "
+        if m.key_count != len(s.cohort):
+            raise _Refuse(f"key commitment over {m.key_count} leaves, the cohort has "
                           f"{len(s.cohort)}")
         for entry, (_, index, proof) in zip(m.keys, m.proofs, strict=True):
+            if index != self.position[entry[0]]:
+                raise _Refuse(f"the key entry of client {entry[0]} is not at its cohort "
+                              "position in the key commitment")
             try:
-                verify_inclusion(m.key_root, key_leaf(s.session_id, s.round, entry),
+                verify_inclusion(m.key_root, key_leaf(s.session_id, s.round, s.graph_seed,
+                                                      entry),
                                  index=index, count=m.key_count, proof=proof)
             except InclusionError:
                 raise _Refuse(f"the key entry of client {entry[0]} is not in the key "
                               "commitment") from None
-        self.key_root, self.key_count = m.key_root, m.key_count
+        self.key_root = m.key_root
 
     # -- round 2: shares -> MaskedInput ----------------------------------------------------
     def _on_shares(self, m: SharesDelivery) -> list[Message]:
@@ -319,9 +326,8 @@ class ClientRound:
         u3 = frozenset(m.survivors)
         self._check_survivors(u3)
         self.u3 = m.survivors
-        sig = self._identity.sign(survivors_bytes(s.session_id, s.round, m.survivors,
-                                                  key_root=self.key_root,
-                                                  key_count=self.key_count),
+        sig = self._identity.sign(survivors_bytes(s.session_id, s.round, s.graph_seed,
+                                                  m.survivors, key_root=self.key_root),
                                   label=CONSISTENCY_LABEL)
         return [ConsistencySignature(s.session_id, s.round, self.id, sig)]
 
@@ -368,8 +374,8 @@ class ClientRound:
 
     def _check_signatures(self, signatures: tuple[tuple[int, bytes], ...]) -> None:
         s = self.setup
-        msg = survivors_bytes(s.session_id, s.round, self.u3, key_root=self.key_root,
-                              key_count=self.key_count)
+        msg = survivors_bytes(s.session_id, s.round, s.graph_seed, self.u3,
+                              key_root=self.key_root)
         u3 = frozenset(self.u3)
         for w, sig in signatures:
             if w not in u3:

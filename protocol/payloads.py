@@ -7,7 +7,7 @@ the session id and round, so no payload of one kind or one run can stand for ano
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -20,10 +20,12 @@ CONSISTENCY_LABEL = "consistency-check"
 
 
 def advertise_bytes(  # noqa: PLR0917 - the fields a key advertisement signs, in order
-    session_id: bytes, rnd: int, u: int, c_pk: bytes, s_pk: bytes, b_commitment: bytes
+    session_id: bytes, rnd: int, graph_seed: bytes, u: int, c_pk: bytes, s_pk: bytes,
+    b_commitment: bytes,
 ) -> bytes:
-    """What client u signs in AdvertiseKeys (malicious mode)."""
-    return canonical("advertise", session_id, rnd, u, c_pk, s_pk, b_commitment)
+    """What client u signs in AdvertiseKeys (malicious mode). ``graph_seed`` is derived from
+    the session, round and cohort, so the signature also fixes the cohort it was made for."""
+    return canonical("advertise", session_id, rnd, graph_seed, u, c_pk, s_pk, b_commitment)
 
 
 def commit_self_seed(session_id: bytes, rnd: int, u: int, seed: bytes) -> bytes:
@@ -33,23 +35,33 @@ def commit_self_seed(session_id: bytes, rnd: int, u: int, seed: bytes) -> bytes:
     return hashlib.sha256(canonical("b-commit", session_id, rnd, u, seed)).digest()
 
 
-def key_leaf(session_id: bytes, rnd: int, entry: tuple[int, bytes, bytes, bytes, bytes]) -> bytes:
+def key_leaf(session_id: bytes, rnd: int, graph_seed: bytes,
+             entry: tuple[int, bytes, bytes, bytes, bytes]) -> bytes:
     """The leaf of the key commitment for one signed advertisement
     ``(id, c_pk, s_pk, b_commitment, signature)``."""
     u, c_pk, s_pk, commitment, sig = entry
-    return canonical("key-leaf", session_id, rnd, u, c_pk, s_pk, commitment, sig)
+    return canonical("key-leaf", session_id, rnd, graph_seed, u, c_pk, s_pk, commitment, sig)
 
 
-def key_tree(session_id: bytes, rnd: int,
-             entries: Iterable[tuple[int, bytes, bytes, bytes, bytes]]) -> MerkleTree:
-    """The hash tree over every signed advertisement of U1, in id order (malicious mode)."""
-    return MerkleTree([key_leaf(session_id, rnd, e) for e in entries])
+def absent_leaf(session_id: bytes, rnd: int, graph_seed: bytes, u: int) -> bytes:
+    """The leaf of a cohort member that advertised no keys."""
+    return canonical("key-leaf-absent", session_id, rnd, graph_seed, u)
 
 
-def survivors_bytes(session_id: bytes, rnd: int, survivors: tuple[int, ...], *,
-                    key_root: bytes, key_count: int) -> bytes:
-    """What a client signs in ConsistencyCheck: U3 and the key commitment of its run, so a
-    signature made in one run over the same session (a rehearsal with other keys) does not
-    verify in another."""
-    return canonical("survivors", session_id, rnd, np.asarray(survivors, ">u4").tobytes(),
-                     key_root, key_count)
+def key_tree(session_id: bytes, rnd: int, graph_seed: bytes, cohort: Sequence[int],
+             entries: Mapping[int, tuple[int, bytes, bytes, bytes, bytes]]) -> MerkleTree:
+    """The hash tree of the key commitment (malicious mode): one leaf per cohort member, at its
+    position in the sorted cohort, holding its signed advertisement if it is in U1 and an
+    absent-leaf otherwise. A position belongs to one id, so the tree cannot hold two
+    advertisements of one client, and its size is the cohort's."""
+    return MerkleTree([key_leaf(session_id, rnd, graph_seed, entries[u]) if u in entries
+                       else absent_leaf(session_id, rnd, graph_seed, u) for u in cohort])
+
+
+def survivors_bytes(session_id: bytes, rnd: int, graph_seed: bytes, survivors: tuple[int, ...],
+                    *, key_root: bytes) -> bytes:
+    """What a client signs in ConsistencyCheck: U3, the cohort (through ``graph_seed``) and the
+    key commitment of its run, so a signature made in one run of the session (a rehearsal with
+    other keys, or another cohort) does not verify in another."""
+    return canonical("survivors", session_id, rnd, graph_seed,
+                     np.asarray(survivors, ">u4").tobytes(), key_root)

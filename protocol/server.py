@@ -12,6 +12,7 @@ are added to one running sum as they arrive: memory O(d + n k), never O(n d).
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -114,7 +115,7 @@ class ServerRound:
         self.responses: dict[int, UnmaskResponse] = {}
         self.parsed: dict[int, tuple[list[tuple[int, Share]], list[tuple[int, Share]]]] = {}
         self.aggregate: np.ndarray | None = None
-        self.key_root, self.key_count = b"", 0  # the key commitment (malicious mode)
+        self.key_root = b""  # the key commitment (malicious mode)
         # holder -> [(owner, "b" or "s")]: shares that robust reconstruction found wrong
         self.bad_shares: dict[int, list[tuple[int, str]]] = {}
         self.abort: RoundAborted | None = None
@@ -178,8 +179,9 @@ class ServerRound:
         if self.mode == "malicious":
             try:
                 self.registry[m.sender].verify(
-                    m.signature, advertise_bytes(self.session_id, self.round, m.sender, m.c_pk,
-                                                 m.s_pk, m.b_commitment), label=ADVERTISE_LABEL)
+                    m.signature, advertise_bytes(self.session_id, self.round, self.graph_seed,
+                                                 m.sender, m.c_pk, m.s_pk, m.b_commitment),
+                    label=ADVERTISE_LABEL)
             except SecAggError:
                 raise self._refuse(m, "bad key signature") from None
         elif m.signature:
@@ -221,8 +223,8 @@ class ServerRound:
             raise self._refuse(m, "not a survivor, or a duplicate signature")
         try:
             self.registry[m.sender].verify(
-                m.signature, survivors_bytes(self.session_id, self.round, tuple(sorted(self.u3)),
-                                             key_root=self.key_root, key_count=self.key_count),
+                m.signature, survivors_bytes(self.session_id, self.round, self.graph_seed,
+                                             tuple(sorted(self.u3)), key_root=self.key_root),
                 label=CONSISTENCY_LABEL)
         except SecAggError:
             raise self._refuse(m, "consistency signature does not verify") from None
@@ -283,9 +285,9 @@ class ServerRound:
                      self.keys[v].signature) for v in members}
         tree, index = None, {}
         if self.mode == "malicious":
-            tree = key_tree(self.session_id, self.round, (entry[v] for v in members))
-            index = {v: i for i, v in enumerate(members)}
-            self.key_root, self.key_count = tree.root, tree.count
+            tree = key_tree(self.session_id, self.round, self.graph_seed, self.cohort, entry)
+            index = {v: i for i, v in enumerate(self.cohort)}
+            self.key_root = tree.root
         out = []
         for u in members:
             nb = self.graph.neighbours(u) & u1
@@ -366,10 +368,11 @@ class ServerRound:
                 s_shares.setdefault(owner, []).append(sh)
         seeds = []
         for u in sorted(u3):
-            seed, _ = self._reconstruct(u, "b", b_shares[u])
+            seed, corrected, _ = self._reconstruct(u, "b", b_shares[u])
             if commit_self_seed(self.session_id, self.round, u, seed) != self.keys[u].b_commitment:
-                raise self._abort("bad-reconstruction", f"b_{u} does not match its commitment"
-                                  + self._wrong_holders(u, "b"))
+                raise self._abort("bad-reconstruction", f"b_{u} does not match its commitment "
+                                  "(forged shares, or a bad dealing)")
+            self._note_wrong(u, "b", corrected)
             if len(seed) != SEED_BYTES:  # committed to by u itself: u's own fault
                 raise self._abort("bad-dealing", f"b_{u} is {len(seed)} bytes, not {SEED_BYTES}, "
                                   f"and matches client {u}'s commitment: client {u} dealt an "
@@ -381,16 +384,17 @@ class ServerRound:
             alive_nbrs = sorted(self.graph.neighbours(u) & u3)
             if not alive_nbrs:
                 continue
-            raw, consistent = self._reconstruct(u, "s", s_shares.get(u, []))
+            raw, corrected, agreeing = self._reconstruct(u, "s", s_shares.get(u, []))
             s_u = KeyPair.from_private_bytes(raw) if len(raw) == KEY_BYTES else None
             if s_u is None or s_u.public_bytes != self.keys[u].s_pk:
                 what = (f"is {len(raw)} bytes, not {KEY_BYTES}" if s_u is None
                         else f"does not match s_{u}^PK")
-                if consistent:  # more than t shares, all on one polynomial: as u dealt it
-                    raise self._abort("bad-dealing", f"s_{u}^SK {what}, and every share agrees: "
-                                      f"client {u} dealt an invalid key", clients=(u,))
-                raise self._abort("bad-reconstruction", f"s_{u}^SK {what}"
-                                  + self._wrong_holders(u, "s"))
+                if not corrected and agreeing >= 2 * self.t - 1:
+                    raise self._abort("bad-dealing", f"s_{u}^SK {what}, and {agreeing} shares "
+                                      f"agree: client {u} dealt an invalid key", clients=(u,))
+                raise self._abort("bad-reconstruction", f"s_{u}^SK {what} (forged shares, or "
+                                  "a bad dealing)")
+            self._note_wrong(u, "s", corrected)
             for v in alive_nbrs:
                 s_uv = agree(s_u, self.keys[v].s_pk, own_id=u, peer_id=v, context=mctx)
                 pairwise.append(PairwiseMask(s_uv, pairwise_sign(v, u)))
@@ -398,30 +402,39 @@ class ServerRound:
         self.aggregate = self.acc
         return []
 
-    def _reconstruct(self, owner: int, kind: str, shares: list[Share]) -> tuple[bytes, bool]:
-        """The secret ``kind`` (b or s) of ``owner`` from its holders' shares, correcting up to
-        floor((N - t) / 2) wrong shares (:func:`secagg.decode`, after the cheap consistency
-        check), and whether the N shares were *consistent*: N > t and all on one polynomial,
-        which (unless the forgers know the honest holders' shares) is the one ``owner`` dealt.
-        Holders of corrected shares are kept in :attr:`bad_shares`; an undecodable set aborts.
+    def _reconstruct(self, owner: int, kind: str,
+                     shares: list[Share]) -> tuple[bytes, tuple[int, ...], int]:
+        """The secret ``kind`` (b or s) of ``owner`` from its holders' shares: ``(secret,
+        holders of wrong shares, number of shares that agree)``.
 
-        A dealer is blamed (``bad-dealing``) only on evidence other holders cannot forge: a
-        value that matches its own commitment, or consistent shares. A wrong value obtained
-        after corrections, or from exactly t shares, blames no one (``bad-reconstruction``),
-        so forged shares cannot get an honest dealer excluded.
+        Shares of the most common dealing id are decoded (:func:`secagg.decode`: the cheap
+        consistency check, then correction of up to floor((N - t) / 2) wrong shares); a share
+        of another dealing id counts as wrong (an erasure). An undecodable set aborts.
+
+        Nothing here blames anyone: the caller names the wrong holders only once the value has
+        passed its check (decoding steered by forgers past the radius would name honest ones),
+        and blames the dealer only on evidence forgers cannot fake. For b_u that is the
+        dealer's own commitment. For s_u it is at least 2t - 1 agreeing shares and none
+        corrected: colluding holders can shift their shares onto another polynomial through the
+        honest shares only while fewer than t honest holders answer, so faking agreement among
+        2t - 1 needs t corrupted neighbours, which the parameters exclude (Bell et al. CCS
+        2020, section 4: fewer than t corrupted neighbours, except with probability 2^-40).
         """
+        ids = Counter(sh.dealing_id for sh in shares)
+        main = ids.most_common(1)[0][0] if ids else None
+        foreign = tuple(sh.x - 1 for sh in shares if sh.dealing_id != main)
+        kept = [sh for sh in shares if sh.dealing_id == main]
         try:
-            got = decode(shares, threshold=self.t)
+            got = decode(kept, threshold=self.t)
         except SecAggError as exc:
             raise self._abort("cannot-reconstruct", f"{kind}_{owner}: {exc}") from None
-        for x in got.bad_x:
-            self.bad_shares.setdefault(x - 1, []).append((owner, kind))
-        return got.secret, len(shares) > self.t and not got.bad_x
+        wrong = tuple(sorted(foreign + tuple(x - 1 for x in got.bad_x)))
+        return got.secret, wrong, len(kept) - len(got.bad_x)
 
-    def _wrong_holders(self, owner: int, kind: str) -> str:
-        holders = sorted(h for h, wrong in self.bad_shares.items() if (owner, kind) in wrong)
-        return (f" (a forged share or a bad dealing; wrong shares corrected from holders "
-                f"{holders})" if holders else " (a forged share or a bad dealing)")
+    def _note_wrong(self, owner: int, kind: str, holders: tuple[int, ...]) -> None:
+        """Record the holders whose shares of a value that passed its check were wrong."""
+        for h in holders:
+            self.bad_shares.setdefault(h, []).append((owner, kind))
 
     _closers = {
         ServerState.ADVERTISE_KEYS: _close_keys,

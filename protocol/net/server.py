@@ -124,6 +124,8 @@ class AggregationServer:
         # ignored, not punished)
         self._late: dict[int, set[bytes]] = {}
         self.excluded: set[int] = set()  # clients left out of the run's later rounds
+        self._previous_session: bytes | None = None  # a late DECLINE of it is tolerated once
+        self._late_declines: set[int] = set()
 
     # -- connections ---------------------------------------------------------------------
     async def _session(self, request_iterator, context: grpc.aio.ServicerContext) -> None:
@@ -319,6 +321,12 @@ class AggregationServer:
 
     async def _round(self, r: int, dps: DPServer | None) -> None:
         session = secrets.token_bytes(32)
+        try:
+            await self._run_round(r, session, dps)
+        finally:
+            self._previous_session, self._late_declines = session, set()
+
+    async def _run_round(self, r: int, session: bytes, dps: DPServer | None) -> None:
         sid = session.hex()
         if dps is not None:
             dps.check_budget()  # refuse before any client is contacted
@@ -460,7 +468,7 @@ class AggregationServer:
         try:
             kind, body = decode_frame(data)
             if kind in (BYE, DECLINE):
-                return None, self._leaving(state, kind, body)
+                return None, self._leaving(state, u, kind, body)
             if kind != PROTOCOL:
                 raise WireError(f"frame kind {kind} is not for the server")
             msg = decode(body)
@@ -474,13 +482,17 @@ class AggregationServer:
             return None, None
         return msg, None
 
-    @staticmethod
-    def _leaving(state: _RoundState, kind: int, body) -> str | None:
-        """The drop reason of a goodbye, or of a decline of this round (None: a decline of
-        another, earlier round, which needs nothing)."""
+    def _leaving(self, state: _RoundState, u: int, kind: int, body) -> str | None:
+        """The drop reason of a goodbye or of a decline of this round. One late decline of the
+        previous round needs nothing (None); any other decline is a violation."""
         if kind == BYE:
             return "goodbye"
-        return f"declined: {body.reason}" if body.session_id == state.session else None
+        if body.session_id == state.session:
+            return f"declined: {body.reason}"
+        if body.session_id == self._previous_session and u not in self._late_declines:
+            self._late_declines.add(u)
+            return None
+        return "violation: a decline of a session that is not the current or previous round's"
 
     def _violation(self, state: _RoundState, pending: set[int], peer: _Peer, why: str) -> None:
         self._drop(state, peer.id, why)

@@ -30,6 +30,7 @@ from protocol.net.frames import (
     PROTOCOL,
     Abort,
     Bye,
+    Decline,
     Result,
     Welcome,
     decode_frame,
@@ -583,3 +584,23 @@ def test_bad_settings_name_the_key(tmp_path, name, old, new, why):
 def test_log_refuses_numpy_scalars_bools_in_id_lists_and_containers(value):
     with pytest.raises(TypeError, match="not loggable"):
         JsonLog(io.StringIO(), party="x")("event", field=value)
+
+
+def test_decline_drops_at_once_and_foreign_declines_are_violations(tmp_path):
+    """A DECLINE of the current round is a dropout at once (the connection stays); one late
+    decline of the previous round is tolerated; a decline of any other session, or a second
+    late one, is a violation (dropped, connection closed), so declines cannot be flooded."""
+    srv, _, sr, state, ans = _direct_round(_deploy(tmp_path))
+    previous = bytes([1]) * 32
+    srv._previous_session = previous
+    pending = set(srv.cohort)
+    srv._handle(state, pending, _inbound(0, encode_frame(Decline(SID, 0, "over budget"))))
+    assert state.dropped[0] == "declined: over budget" and srv.peers[0].status is None
+    srv._handle(state, pending, _inbound(1, encode_frame(Decline(previous, 0, "late"))))
+    assert 1 not in state.dropped and srv.peers[1].status is None
+    srv._handle(state, pending, _inbound(1, encode_frame(Decline(previous, 0, "again"))))
+    assert "not the current or previous" in state.dropped[1]
+    assert srv.peers[1].status[0] is grpc.StatusCode.INVALID_ARGUMENT
+    srv._handle(state, pending, _inbound(2, encode_frame(Decline(bytes(32), 0, "foreign"))))
+    assert "not the current or previous" in state.dropped[2]
+    assert pending == {3, 4}

@@ -223,3 +223,72 @@ def test_forgers_cannot_frame_an_honest_dealer_as_a_bad_dealer():
     with pytest.raises(RoundAborted) as info:
         srv.close_stage()
     assert info.value.reason == "bad-reconstruction" and info.value.clients == ()
+
+
+def _shift_towards(honest_xs, delta):
+    """h with deg h <= t - 1, h = 0 at every honest holder's x and h(0) = delta: what colluding
+    holders add to their own shares to move the decoded value by delta unnoticed by the honest
+    shares (they need no honest share for this)."""
+    def h(x):
+        num = den = 1
+        for xi in honest_xs:
+            num = num * (x - xi) % PRIME
+            den = den * (-xi) % PRIME
+        return delta * num * pow(den, -1, PRIME) % PRIME
+
+    return h
+
+
+@pytest.mark.parametrize("mode", ["semi-honest", "malicious"])
+def test_colluding_holders_cannot_frame_a_dropped_dealer_as_bad_dealing(mode):
+    """Client 0 drops after ShareKeys, so the server rebuilds s_0^SK. t - 1 of its holders are
+    honest; the other holders (fewer than t) shift their own shares onto a polynomial through
+    the honest ones whose value at zero encodes 33 bytes. Every share agrees, yet fewer than
+    2t - 1 do, so no one is blamed and client 0 is not named for exclusion."""
+    from round_harness import run_until
+
+    n, k, t, dealer = 12, 6, 4, 0
+    r = run_until("unmasking", n=n, mode=mode, neighbours=k, threshold=t, dropout_rate=0.1,
+                  corrupt_rate=0.0, drop={"masked_input": {dealer}})
+    holders = sorted(m.recipient for m in r.outgoing if dealer in m.dead)
+    honest, colluders = holders[: t - 1], holders[t - 1:]
+    assert len(colluders) < t
+    h = _shift_towards([x + 1 for x in honest], (1 << 264) - (1 << 256))
+
+    def shift(raw):
+        sh = Share.from_bytes(raw)
+        return Share(sh.dealing_id, sh.threshold, sh.x, (sh.y + h(sh.x)) % PRIME).to_bytes()
+
+    for m in r.outgoing:
+        (rep,) = r.clients[m.recipient].receive(m)
+        if m.recipient in colluders:
+            rep = dataclasses.replace(rep, key_shares=tuple(
+                (o, shift(raw) if o == dealer else raw) for o, raw in rep.key_shares))
+        r.server.receive(rep)
+    with pytest.raises(RoundAborted) as info:
+        r.server.close_stage()
+    assert info.value.reason == "bad-reconstruction" and info.value.clients == ()
+    assert r.server.bad_shares == {}  # no holder is named on a value that failed its check
+
+
+def test_a_share_of_another_dealing_is_corrected_as_a_wrong_share():
+    """One holder returns its genuine share of b_u under another dealing id: the share is set
+    aside (an erasure), the round completes with the exact sum, and the holder is named."""
+    from round_harness import run_until
+
+    r = run_until("unmasking", n=12, neighbours=6, threshold=4, dropout_rate=0.0)
+    evil = r.outgoing[0].recipient
+    owner = None
+    for m in r.outgoing:
+        (rep,) = r.clients[m.recipient].receive(m)
+        if m.recipient == evil:
+            owner, raw = rep.self_mask_shares[0]
+            sh = Share.from_bytes(raw)
+            rep = dataclasses.replace(rep, self_mask_shares=(
+                (owner, Share(bytes(16), sh.threshold, sh.x, sh.y).to_bytes()),)
+                + rep.self_mask_shares[1:])
+        r.server.receive(rep)
+    r.server.close_stage()
+    want = (r.inputs.astype(np.uint64).sum(axis=0) % (1 << 32)).astype(np.uint32)
+    np.testing.assert_array_equal(r.server.aggregate, want)
+    assert r.server.bad_shares == {evil: [(owner, "b")]}

@@ -156,19 +156,24 @@ def _key_broadcast():
     return cl[0], m
 
 
-@pytest.mark.parametrize("tamper", ["root", "count", "proofs", "no-commitment", "entry"])
+@pytest.mark.parametrize("tamper", ["root", "count", "proofs", "no-commitment", "entry",
+                                    "position"])
 def test_key_entry_outside_the_commitment_is_refused(tamper):
     """A server that shows a root, count or proof the entries do not lead to, leaves the
     commitment out, or swaps a neighbour's entry, is refused at the key broadcast."""
     c, m = _key_broadcast()
     other = next(e for e in m.keys if e[0] != 0)
     swapped = tuple(e if e is not other else (e[0], e[2], e[1], e[3], e[4]) for e in m.keys)
+    ends = [i for _, i, _ in m.proofs] + [m.key_count]
+    movable = next(m.proofs[j][0] for j in range(len(m.proofs)) if ends[j] + 1 < ends[j + 1])
     bad = {
         "root": lambda: dataclasses.replace(m, key_root=bytes(32)),
         "count": lambda: dataclasses.replace(m, key_count=m.key_count + 1),
         "proofs": lambda: dataclasses.replace(
             m, proofs=tuple((v, i, bytes(len(p))) for v, i, p in m.proofs)),
         "no-commitment": lambda: dataclasses.replace(m, key_root=b"", key_count=0, proofs=()),
+        "position": lambda: dataclasses.replace(m, proofs=tuple(
+            (v, i + 1 if v == movable else i, p) for v, i, p in m.proofs)),
         "entry": lambda: dataclasses.replace(m, keys=swapped),
     }[tamper]()
     with pytest.raises(RemoteProtocolError, match="key commitment|signature"):
@@ -190,3 +195,42 @@ def test_semi_honest_client_refuses_a_key_commitment():
             m, key_count=len(m.keys), key_root=bytes(32),
             proofs=((m.keys[0][0], 0, b""),) + tuple((e[0], i + 1, b"") for i, e in
                                                     enumerate(m.keys[1:]))))
+
+
+def test_two_processes_sharing_a_store_cannot_both_claim_a_session(tmp_path):
+    """Two stores over one file (two client processes of one identity): the second claim of a
+    session is refused even though that store was opened before the first claim."""
+    path = tmp_path / "sessions"
+    a, b = FileSessionStore(path), FileSessionStore(path)
+    sid = bytes([5]) * 32
+    a.add(sid)
+    with pytest.raises(LocalProtocolError, match="already claimed"):
+        b.add(sid)
+    assert sid in b
+    ident, reg = _identities()
+    srv = ServerRound(CFG, range(N), D, session_id=bytes([6]) * 32, registry=reg)
+    setup = next(m for m in srv.start() if m.recipient == 0)
+    first, second = FileSessionStore(path), FileSessionStore(path)
+    ClientRound(0, config=CFG, input=np.zeros(D, np.uint32), identity=ident[0], registry=reg,
+                used_sessions=first).receive(setup)
+    late = ClientRound(0, config=CFG, input=np.zeros(D, np.uint32), identity=ident[0],
+                       registry=reg, used_sessions=second)
+    with pytest.raises(RemoteProtocolError, match="already claimed"):
+        late.receive(setup)
+
+
+def test_torn_last_line_is_a_claim_that_never_completed(tmp_path):
+    path = tmp_path / "sessions"
+    path.write_bytes(("11" * 32 + "\n").encode() + b"22" * 10)  # crash mid-append
+    store = FileSessionStore(path)
+    assert list(store) == [bytes([0x11]) * 32]
+    store.add(bytes([0x33]) * 32)
+    assert path.read_text().split() == ["11" * 32, "33" * 32]
+
+
+@pytest.mark.parametrize("content", [b"zz" * 32 + b"\n", b"\xff\xfe\n", b"ab\n"])
+def test_damaged_store_is_a_typed_error(tmp_path, content):
+    path = tmp_path / "sessions"
+    path.write_bytes(content)
+    with pytest.raises(LocalProtocolError, match="session id"):
+        FileSessionStore(path)
