@@ -415,8 +415,12 @@ def decode(shares: Sequence[Share], *, threshold: int) -> Decoded:
     :class:`UndecodableSharesError` (a :class:`ForeignShareError`). Past e wrong shares the
     decoder may instead find another polynomial of degree < t within e of the shares and
     return its secret: random or independent forgeries get there with negligible
-    probability, but enough colluding forgers (e + 1 if N - t is even, e + 2 if odd) who know
-    t - 1 of the honest shares can aim for it.
+    probability, but colluding forgers can aim for it without knowing any honest share: they
+    add to their own shares a polynomial of degree < t that vanishes at the x-coordinates of
+    the honest holders (public), which takes N - t + 1 forgers to move every share onto the
+    new polynomial, and fewer (with knowledge of t - 1 honest shares: e + 1 if N - t is even,
+    e + 2 if odd) to land within e of it. So a decoded value says nothing about who dealt it
+    unless it is checked against something the dealer fixed (a commitment, a public key).
 
     N = t gives e = 0 and no redundancy: a forged share cannot be detected, and the secret of
     the interpolated polynomial is returned (as :func:`combine` does). A reconstructed value
