@@ -569,6 +569,7 @@ class Ledger:
         if not (fits and delta <= self.budget.delta):  # written so that NaN is refused
             raise BudgetExceeded(f"round refused: cumulative epsilon would be {_fmt(eps)} "
                                  f"(budget {self.budget.epsilon}) after {self.rounds} rounds")
+        _independently_accountable(event, d)
         return eps, delta
 
     def record_round(self, *, event: DpEvent, session: str, round_: int, cohort: int,
@@ -624,6 +625,25 @@ class Ledger:
             os.fsync(f.fileno())
         os.replace(tmp, hp)
         _fsync_dir(hp)
+
+
+def _independently_accountable(event: DpEvent, delta: float) -> None:
+    """Refuse (AccountingError) an event that the auditor's independent accountant cannot
+    account (dp_accounting overflows on absurd noise, e.g. a noise multiplier of 1e155): a
+    round the filter accepted must be one that ``verify`` can check."""
+    from .crosscheck import LibraryAccountant
+
+    acc = LibraryAccountant()
+    try:
+        with np.errstate(all="ignore"):
+            acc.compose(event)
+            eps = float(acc.get_epsilon(delta))
+    except Exception as exc:  # noqa: BLE001 - any failure means verify would fail on it
+        raise AccountingError(f"the independent accountant cannot account this event "
+                              f"({type(exc).__name__}); refused so that the ledger stays "
+                              "verifiable") from None
+    if math.isnan(eps):
+        raise AccountingError("the independent accountant gives no epsilon for this event")
 
 
 def _lock(path: Path) -> int:

@@ -1004,3 +1004,22 @@ def test_malformed_pins_are_parameter_errors(tmp_path, kwargs):
     path, _ = make(tmp_path, rounds=1)
     with pytest.raises(ParameterError):
         verify(path, **kwargs)
+
+
+@pytest.mark.parametrize("noise", [1e155, 1e200, 1e300])
+def test_round_the_independent_accountant_cannot_check_is_refused(tmp_path, noise):
+    """Absurd noise (a tiny epsilon) that dp_accounting overflows on: the filter refuses it
+    (typed), so no ledger holds a round that verify would then call invalid."""
+    from dp_accounting import GaussianDpEvent
+
+    from dp.ledger import Budget, Ledger, verify
+
+    path = tmp_path / "l.jsonl"
+    with Ledger.create(path, Budget(1.0, 1e-6)) as led:
+        with pytest.raises(AccountingError, match="independent accountant"):
+            led.record_round(event=GaussianDpEvent(noise), session="s", round_=0, cohort=10,
+                             survivors=10, n_min=5, clip_norm=1.0, mechanism={},
+                             sampler_tv=0.0)
+        led.record_round(event=GaussianDpEvent(1e8), session="s", round_=0, cohort=10,
+                         survivors=10, n_min=5, clip_norm=1.0, mechanism={}, sampler_tv=0.0)
+    assert verify(path).entries == 1
