@@ -27,6 +27,7 @@ from protocol.messages import MaskedInput, SharesDelivery, UnmaskRequest
 from protocol.net.certs import DemoOptions, write_demo
 from protocol.net.client import AsyncClient, ServerRefused, run_client
 from protocol.net.frames import (
+    DECLINE,
     PROTOCOL,
     Abort,
     Bye,
@@ -339,10 +340,12 @@ def test_client_is_not_charged_for_a_shares_delivery_it_refuses(tmp_path):
         await c._on_message(SharesDelivery(SID, 0, 0, ()))  # before any KeysBroadcast
         charged = c.ledger.rounds
         await c.close()
-        return charged, len(sent), cap
+        return charged, sent, cap
 
-    charged, n_sent, cap = _run(scenario())
-    assert n_sent == 1 and cap.events("round-refused")  # refused, nothing left the client
+    charged, sent, cap = _run(scenario())
+    # refused: no protocol message left the client, only its DECLINE of the round
+    assert len(sent) == 2 and decode_frame(sent[1])[0] == DECLINE
+    assert cap.events("round-refused")
     assert charged == 0
 
 
@@ -507,12 +510,13 @@ def test_restarted_client_refuses_a_replayed_setup(tmp_path):
         again, cap = _client(d, 0, 1)  # a restart: same state_dir
         sent = _capture_sends(again)
         await again._on_message(setup)
-        assert sent == [] and "replayed session" in cap.events("round-refused")[0]["reason"]
+        assert [decode_frame(f)[0] for f in sent] == [DECLINE]  # a decline, nothing signed
+        assert "replayed session" in cap.events("round-refused")[0]["reason"]
         fresh = next(m for m in ServerRound(again.round_config, cohort, dim,
                                             session_id=os.urandom(32), round=0).start()
                      if m.recipient == 0)
         await again._on_message(fresh)
-        assert len(sent) == 1
+        assert len(sent) == 2 and decode_frame(sent[1])[0] == PROTOCOL  # then its AdvertiseKeys
         await again.close()
 
     _run(scenario())
