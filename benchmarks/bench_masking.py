@@ -1,4 +1,4 @@
-"""Masking throughput against its floor, and Shamir costs (issue 2's benchmark).
+"""Masking throughput against its floor, and Shamir costs.
 
 For d in {1e5, 1e6, 1e7} and k in {8, 32}: the time to mask one client's vector (one self mask
 and k pairwise masks, b = 32), the floor measured in the same run - the raw AES-128-CTR

@@ -1,4 +1,4 @@
-"""Networked load benchmark (issue 5): one server process, n clients over gRPC with mutual TLS.
+"""Networked load benchmark: one server process, n clients over gRPC with mutual TLS.
 
 For each dimension d: a deployment of n clients (``secagg certs`` layout, b = 32, semi-honest,
 (k, t) from the parameter finder, no DP, so the sum is exact and checked), one

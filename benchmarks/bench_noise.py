@@ -1,4 +1,4 @@
-"""Noise-sampler throughput, and the DP encoding's cost against its floor (issue 4's benchmark).
+"""Noise-sampler throughput, and the DP encoding's cost against its floor.
 
 Sampler: samples per second on one core for Skellam and the discrete Gaussian at several
 variances (each table built and cached before timing), and the ratio of the sampler's time to

@@ -1,4 +1,4 @@
-"""Whole-round benchmark (issue 3): client and server time against their floors.
+"""Whole-round benchmark: client and server time against their floors.
 
 For each (n, d, dropout): one in-process SecAgg+ round (b = 32, semi-honest, SecAgg+ graph
 from the parameter finder) through :func:`protocol.simulate_round`, with dropouts spread over

@@ -1,4 +1,4 @@
-"""A real multi-process secure-aggregation run on 127.0.0.1 (issue 5's two-command demo).
+"""A real multi-process secure-aggregation run on 127.0.0.1 (the README's two-command demo).
 
     secagg certs --clients 8 --out demo          # CA, certificates, registry, configs, inputs
     python examples/network_demo.py demo         # 1 server + 8 client processes, mutual TLS

@@ -1,4 +1,4 @@
-"""The networked transport: gRPC with mutual TLS around the sans-IO protocol (issue 5).
+"""The networked transport: gRPC with mutual TLS around the sans-IO protocol.
 
 * :mod:`.server` - :class:`AggregationServer`, the ``secagg server`` process;
 * :mod:`.client` - :class:`AsyncClient`, :class:`SecAggClient` (a training loop's API) and the

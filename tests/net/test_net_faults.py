@@ -1,4 +1,4 @@
-"""Faults with real processes on 127.0.0.1 (issue 5): kill -9 at each stage, refused
+"""Faults with real processes on 127.0.0.1: kill -9 at each stage, refused
 certificates, garbage, oversize, replayed and impersonating messages, slow clients, a server
 restart between rounds, and the client's own refusals. Every test is bounded (pytest-timeout
 and a timeout on every wait) and kills its processes at the end."""
