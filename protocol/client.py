@@ -11,6 +11,7 @@ in :meth:`receive`, and the client then stays in ERROR for good.
 from __future__ import annotations
 
 import secrets
+from bisect import bisect_left
 from collections.abc import Mapping, MutableSet
 
 import numpy as np
@@ -181,7 +182,6 @@ class ClientRound:
             self._input = self._validated_input(self._input)
         self.graph = harary_graph(m.cohort, m.neighbours, seed=m.graph_seed)
         self.nbrs = self.graph.neighbours(self.id)
-        self.position = {v: i for i, v in enumerate(m.cohort) if v in self.nbrs or v == self.id}
         self.c_keys, self.s_keys = KeyPair.generate(), KeyPair.generate()
         self.b_seed = secrets.token_bytes(32)
         commitment = commit_self_seed(m.session_id, m.round, self.id, self.b_seed)
@@ -282,7 +282,7 @@ class ClientRound:
             raise _Refuse(f"key commitment over {m.key_count} leaves, the cohort has "
                           f"{len(s.cohort)}")
         for entry, (_, index, proof) in zip(m.keys, m.proofs, strict=True):
-            if index != self.position[entry[0]]:
+            if index != bisect_left(s.cohort, entry[0]):  # its position in the sorted cohort
                 raise _Refuse(f"the key entry of client {entry[0]} is not at its cohort "
                               "position in the key commitment")
             try:
