@@ -295,9 +295,10 @@ class AggregationServer:
         return code, "all rounds done" + (f", {aborted} aborted" if aborted else "")
 
     def _exclude(self, r: int, exc: RoundAborted) -> None:
-        """A client that dealt a secret reconstructing to an invalid value (``bad-dealing``:
-        its own shares, consistent with its own commitment) takes no part in the later rounds
-        of this run. Other aborts blame no one with certainty, so they exclude no one."""
+        """A client that dealt a secret reconstructing to an invalid value (``bad-dealing``,
+        raised only on evidence other holders cannot forge: see ServerRound._reconstruct)
+        takes no part in the later rounds of this run. Other aborts blame no one with
+        certainty, so they exclude no one."""
         if exc.reason != "bad-dealing":
             return
         for u in exc.clients:
