@@ -8,6 +8,7 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_shamir import _interpolate  # the independent Lagrange check of test_shamir
 
 import secagg.shamir as shamir
 from secagg import (
@@ -39,17 +40,6 @@ def _forged_value(share: Share, rnd: random.Random, kind: str) -> int:
         return (share.y + 1) % PRIME
     y = rnd.randrange(PRIME)
     return y if y != share.y else (y + 1) % PRIME
-
-
-def _interpolate(points, at):
-    total = 0
-    for i, (xi, yi) in enumerate(points):
-        num = den = 1
-        for j, (xj, _) in enumerate(points):
-            if j != i:
-                num, den = num * (at - xj) % PRIME, den * (xi - xj) % PRIME
-        total += yi * num * pow(den, -1, PRIME)
-    return total % PRIME
 
 
 @pytest.mark.parametrize("n,t", SIZES + [(4, 4), (1, 1)])
