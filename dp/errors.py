@@ -38,3 +38,8 @@ class LedgerError(DPError, ValueError):
         super().__init__(f"line {line}: {message}" if line is not None else message)
         self.line = line
         self.reason = message
+
+
+class BudgetMismatch(LedgerError):
+    """A ledger opened for a budget other than the one it was created for (a lowered budget in
+    the configuration must not be ignored, nor a raised one applied to an old history)."""

@@ -51,7 +51,7 @@ from .accounting import (
     fold_sampler_distance,
     rdp_to_epsilon,
 )
-from .errors import AccountingError, BudgetExceeded, LedgerError, ParameterError
+from .errors import AccountingError, BudgetExceeded, BudgetMismatch, LedgerError, ParameterError
 from .events import DpEvent, from_json, to_json
 
 VERSION = 1
@@ -625,6 +625,27 @@ class Ledger:
             os.fsync(f.fileno())
         os.replace(tmp, hp)
         _fsync_dir(hp)
+
+
+def open_ledger(path: str | Path, budget: Budget, *, key: Ed25519PrivateKey | None = None,
+                owner: str) -> Ledger:
+    """The one way every caller (simulation, server, client) gets its ledger: opened and
+    verified if ``path`` exists, created for ``budget`` and ``owner`` otherwise.
+
+    Raises :class:`BudgetMismatch` if the ledger at ``path`` was created for another budget,
+    and :class:`LedgerError` if it does not verify (or is signed and ``key`` is missing)."""
+    path = Path(path)
+    if not path.exists():
+        return Ledger.create(path, budget, owner=owner, signing_key=key)
+    ledger = Ledger.open(path, signing_key=key)  # verifies the whole history
+    got = ledger.budget
+    if (got.epsilon, got.delta) != (float(budget.epsilon), float(budget.delta)):
+        ledger.close()
+        raise BudgetMismatch(f"the ledger {path} was created for the budget (epsilon "
+                             f"{got.epsilon}, delta {got.delta}), the configuration says "
+                             f"(epsilon {budget.epsilon}, delta {budget.delta}); start a new "
+                             "ledger or restore the configured budget")
+    return ledger
 
 
 def _independently_accountable(event: DpEvent, delta: float) -> None:

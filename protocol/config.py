@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from fractions import Fraction
 
 import numpy as np
@@ -26,12 +27,19 @@ from secagg import SecAggError, analyse_parameters, find_parameters
 from secagg.encoding import canonical
 from secagg.params import Analysis
 
-from .errors import ProtocolError
 from .messages import MAX_COHORT, MODES
 
 
-class ConfigError(ProtocolError):
-    """An invalid round configuration, or one that cannot be resolved for the cohort."""
+class Mode(StrEnum):
+    """The threat model a round runs under (Bonawitz et al. CCS 2017 sections 4 and 5)."""
+
+    SEMI_HONEST = "semi-honest"
+    MALICIOUS = "malicious"  # adds ConsistencyCheck and signed keys
+
+
+class ConfigError(ValueError):
+    """An invalid round configuration, or one that cannot be resolved for the cohort (a bad
+    argument of this party's own, never a protocol violation by a peer)."""
 
 
 def _opt_int(value: object, name: str) -> None:
@@ -44,7 +52,7 @@ class RoundConfig:
     """What a deployment chooses; the per-cohort values are in :class:`RoundParameters`."""
 
     bits: int = 32
-    mode: str = "semi-honest"
+    mode: Mode = Mode.SEMI_HONEST
     threshold: int | None = None
     neighbours: int | None = None
     min_survivors: int | None = None
@@ -56,8 +64,9 @@ class RoundConfig:
         bits = self.bits
         if isinstance(bits, bool) or not isinstance(bits, int) or not 8 <= bits <= 64:
             raise ConfigError(f"bits must be an int in [8, 64], got {self.bits!r}")
-        if self.mode not in MODES:
+        if not isinstance(self.mode, str) or self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
+        object.__setattr__(self, "mode", Mode(self.mode))
         for name in ("threshold", "neighbours", "min_survivors"):
             _opt_int(getattr(self, name), name)
         for name in ("dropout_rate", "corrupt_rate"):

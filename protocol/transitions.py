@@ -7,7 +7,7 @@ Bonawitz et al. (CCS 2017) section 4, with ConsistencyCheck only in malicious mo
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, StrEnum
 
 from .errors import LocalProtocolError
 from .messages import (
@@ -24,14 +24,25 @@ from .messages import (
     UnmaskResponse,
 )
 
-#: Stage names, in order; dropout schedules and abort reasons use them.
-STAGES = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
+class Stage(StrEnum):
+    """The stages of a round, named as dropout schedules, logs and abort reasons name them."""
+
+    ADVERTISE_KEYS = "advertise_keys"
+    SHARE_KEYS = "share_keys"
+    MASKED_INPUT = "masked_input"
+    CONSISTENCY_CHECK = "consistency_check"
+    UNMASKING = "unmasking"
+
+
+#: Every stage, in protocol order (a mode runs the ones :func:`stage_order` gives).
+STAGES = tuple(Stage)
 
 
 class ClientState(Enum):
     IDLE = "idle"
     AWAIT_KEYS = "await-keys"
     AWAIT_SHARES = "await-shares"
+    AWAIT_INPUT = "await-input"  # the shares are held; the machine needs this client's input
     MASKED = "masked"
     SIGNED = "signed"
     DONE = "done"
@@ -49,14 +60,19 @@ class ServerState(Enum):
     ABORTED = "aborted"
 
 
+class InputGiven:
+    """The client machine's one local event: the host gives this client's input x_u."""
+
+
 ANY = "*"
 S, C = ServerState, ClientState
 
 #: (mode, state, received message type) -> next state, for a client.
-CLIENT_TRANSITIONS: dict[tuple[str, ClientState, type[Message]], ClientState] = {
+CLIENT_TRANSITIONS: dict[tuple[str, ClientState, type], ClientState] = {
     (ANY, C.IDLE, Setup): C.AWAIT_KEYS,
     (ANY, C.AWAIT_KEYS, KeysBroadcast): C.AWAIT_SHARES,
-    (ANY, C.AWAIT_SHARES, SharesDelivery): C.MASKED,
+    (ANY, C.AWAIT_SHARES, SharesDelivery): C.AWAIT_INPUT,
+    (ANY, C.AWAIT_INPUT, InputGiven): C.MASKED,  # at once when the input came before
     ("semi-honest", C.MASKED, UnmaskRequest): C.DONE,
     ("malicious", C.MASKED, ConsistencyRequest): C.SIGNED,
     ("malicious", C.SIGNED, UnmaskRequest): C.DONE,
@@ -83,7 +99,7 @@ SERVER_TRANSITIONS: dict[tuple[str, ServerState], ServerState] = {
 }
 
 
-def client_next(mode: str, state: ClientState, event: type[Message]) -> ClientState:
+def client_next(mode: str, state: ClientState, event: type) -> ClientState:
     nxt = CLIENT_TRANSITIONS.get((mode, state, event)) or CLIENT_TRANSITIONS.get(
         (ANY, state, event)
     )
@@ -102,3 +118,13 @@ def server_next(mode: str, state: ServerState) -> ServerState:
     if nxt is None:
         raise LocalProtocolError(f"can't close stage in state {state.value}")
     return nxt
+
+
+def stage_order(mode: str) -> tuple[Stage, ...]:
+    """The stages a round of ``mode`` runs, in order: the path of :data:`SERVER_TRANSITIONS`
+    from SETUP to DONE. Every host takes the order from here (through the round driver)."""
+    out, state = [], server_next(mode, S.SETUP)
+    while state is not S.DONE:
+        out.append(Stage(state.value))
+        state = server_next(mode, state)
+    return tuple(out)
