@@ -24,6 +24,7 @@ from .messages import (
     UnmaskResponse,
 )
 
+
 class Stage(StrEnum):
     """The stages of a round, named as dropout schedules, logs and abort reasons name them."""
 
