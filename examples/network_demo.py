@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from dp.ledger import verify
-from protocol.dp_round import plan_dp
+from protocol.dp_plan import plan_dp
 from protocol.net.settings import load_server
 
 

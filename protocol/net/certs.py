@@ -61,7 +61,7 @@ def _shared(o: DemoOptions) -> str:
 def write_demo(out: str | Path, o: DemoOptions) -> list[Path]:
     """Write the demo deployment into ``out`` (created; existing key files are refused)."""
     from ..config import RoundConfig
-    from ..dp_round import DPConfig
+    from ..dp_plan import DPConfig
     from .settings import runnable
 
     dp = DPConfig(clip_norm=o.clip_norm, epsilon=o.epsilon, delta=o.delta, rounds=o.rounds,

@@ -43,7 +43,7 @@ from dp.update import UpdateSpec, flatten, unflatten
 from secagg import Ring, SecAggError, SigningKey
 
 from ..client import ClientRound, InputError
-from ..dp_round import DPClient, plan_dp
+from ..dp_plan import DPClient, plan_dp
 from ..errors import ProtocolError, RemoteProtocolError, WireError
 from ..messages import Setup, SharesDelivery
 from ..sessions import FileSessionStore

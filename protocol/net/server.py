@@ -11,7 +11,7 @@ name) is a dropout for the rest of the round, with a logged reason; dropout reco
 rest. A refused message also closes that client's connection; a late one does not (the client
 may take part in the next round).
 
-With DP the server plans the round (:func:`protocol.dp_round.plan_dp`), checks its budget before
+With DP the server plans the round (:func:`protocol.dp_plan.plan_dp`), checks its budget before
 contacting anyone, and records the round in its ledger after MaskedInput closes and before any
 unmasking share is requested (write-ahead, as in :func:`protocol.dp_round.run_dp_round`).
 A restarted server reopens (and so verifies) its ledger and continues with the rounds left.
@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from dp.errors import BudgetExceeded, DPError
 from dp.ledger import Ledger
 
-from ..dp_round import DPServer, plan_dp
+from ..dp_plan import DPServer, plan_dp
 from ..errors import ProtocolError, RemoteProtocolError, RoundAborted, WireError
 from ..server import ServerRound
 from ..transitions import STAGES

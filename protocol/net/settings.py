@@ -21,7 +21,7 @@ from pathlib import Path
 from secagg import VerifyKey
 
 from ..config import RoundConfig
-from ..dp_round import DPConfig
+from ..dp_plan import DPConfig
 from ..errors import ProtocolError
 from ..messages import MAX_CLIENT_ID, MAX_VECTOR_BYTES
 from ..transitions import STAGES
@@ -206,7 +206,7 @@ def runnable(rc: RoundConfig, dp: DPConfig | None, n: int, dim: int) -> int:
     return the words of the vector the protocol carries (the padded DP encoding, or dim)."""
     from dp.errors import DPError
 
-    from ..dp_round import plan_dp
+    from ..dp_plan import plan_dp
 
     try:
         rc.resolve(n)

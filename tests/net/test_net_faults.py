@@ -13,7 +13,7 @@ from net_harness import make_deployment
 
 from dp.ledger import Ledger, verify
 from protocol.config import RoundConfig
-from protocol.dp_round import plan_dp
+from protocol.dp_plan import plan_dp
 from protocol.net.tls import cert_pem, key_pem, make_ca, make_leaf
 
 pytestmark = pytest.mark.timeout(180)
