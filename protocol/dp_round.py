@@ -1,268 +1,32 @@
-"""Distributed DP over secure aggregation: the client's encoding, the server's decoding and
-accounting, and a driver that runs DP rounds through the real protocol.
+"""DP rounds in one process: :mod:`protocol.dp_plan`'s client and server sides around a
+simulated SecAgg round (:func:`protocol.simulate.simulate_round`).
 
-DESIGN.md section 5 (Kairouz, Liu, Steinke ICML 2021; Agarwal, Kairouz, Liu NeurIPS 2021):
-each client clips, rotates, scales, rounds and adds its share of discrete noise; SecAgg sums;
-the server lifts, rescales and rotates back, and records the round in its ledger.
-
-The noise deficit. Each client adds the share of noise planned for n_min survivors, of whom
-at most A (the round configuration's corrupted count) may be colluding with the server and so
-contribute no usable noise: the DP event counts the noise of n_min - A honest clients. The
-round configuration's ``min_survivors`` is raised to at least n_min, so the server aborts
-(``too-few-survivors``) rather than unmask a sum with less noise than was accounted, and in
-malicious mode every client also refuses to unmask below it. The ledger records the actual
-survivors and the noise they carried.
-
-Budget filters. The server consults its ledger before a round starts and refuses a round that
-would exceed its budget; each client consults its own ledger before it joins and refuses when
-its own participations would exceed its budget (it then sends nothing: a dropout at
-AdvertiseKeys). No amplification by sampling is claimed: the server picks the cohort.
-
-Weighted aggregation (FedAvg weights): a client with weight w sends v = (w'/W)[x, C] with
-w' = min(w, W) for the configured maximum W, so ||v|| <= sqrt(2) C and the weight sum rides in
-the last coordinate; the server divides the decoded vector by the decoded weight sum.
+The charges follow the network's order exactly, through the same round driver: the server's
+budget filter before any client is contacted; each client's own filter when it joins (Setup);
+each client's write-ahead record just before its masked input leaves it (a client that drops
+earlier is never charged); the server's write-ahead record when the survivor set is known and
+before any unmasking share is requested; then decoding.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import numpy as np
 
-from dp.accounting import RdpAccountant, plan_noise
-from dp.encoding import EncodingPlan, choose_encoding, decode, encode, to_ring
-from dp.errors import BudgetExceeded, ParameterError, UpdateError
-from dp.events import DistributedDiscreteGaussianDpEvent, DpEvent, SkellamDpEvent
-from dp.ledger import Budget, Ledger
-from dp.noise import MECHANISMS, noise_table
-from dp.randomness import CryptoRandom
-from dp.update import UpdateSpec, clip, flatten
-from secagg.encoding import canonical
+from dp.errors import ParameterError, UpdateError
+from dp.ledger import Ledger
+from dp.update import flatten
 
-from .config import RoundConfig
+from .dp_plan import DPClient, DPConfig, DPPlan, DPServer, plan_dp, rotation_seed
 from .server import ServerRound
-from .simulate import SimulationResult, simulate_round
+from .simulate import SimulationResult, cohort_participants, run_simulated_round
 
-
-@dataclass(frozen=True)
-class DPConfig:
-    """What a deployment chooses for DP; :func:`plan_dp` resolves it for a cohort."""
-
-    clip_norm: float
-    epsilon: float  # total budget over the planned rounds
-    delta: float
-    rounds: int  # rounds the noise is planned for
-    mechanism: str = "skellam"
-    min_survivors: int | None = None  # n_min; default n - ceil(dropout_rate n)
-    noise_multiplier: float | None = None  # None: planned from (epsilon, delta, rounds)
-    weighted: bool = False
-    max_weight: float = 1.0
-    wrap_bound: float = 2.0**-30
-
-    def __post_init__(self) -> None:
-        for name in ("clip_norm", "epsilon", "max_weight"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not (
-                math.isfinite(v) and v > 0
-            ):
-                raise ParameterError(f"{name} must be a finite positive number, got {v!r}")
-        if not (isinstance(self.delta, float | int) and 0 < self.delta < 1):
-            raise ParameterError(f"delta must be in (0, 1), got {self.delta!r}")
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ParameterError(f"rounds must be a positive int, got {self.rounds!r}")
-        if self.mechanism not in MECHANISMS:
-            raise ParameterError(f"mechanism must be one of {MECHANISMS}")
-        if self.noise_multiplier is not None and not (
-            isinstance(self.noise_multiplier, int | float) and self.noise_multiplier > 0
-            and math.isfinite(self.noise_multiplier)
-        ):
-            raise ParameterError("noise_multiplier must be positive and finite, or None")
-
-    @property
-    def budget(self) -> Budget:
-        return Budget(self.epsilon, self.delta)
-
-
-@dataclass(frozen=True)
-class DPPlan:
-    """The resolved plan of one cohort: every client and the server must hold the same one."""
-
-    config: DPConfig
-    round_config: RoundConfig  # with min_survivors >= n_min
-    cohort: int
-    update_dim: int
-    n_min: int
-    honest_min: int  # n_min - A: the survivors whose noise is counted
-    encoding: EncodingPlan
-    noise_multiplier: float
-    local_variance: float  # per client, scaled units (Skellam mu, or sigma^2)
-
-    @property
-    def event(self) -> DpEvent:
-        e = self.encoding
-        if self.config.mechanism == "skellam":
-            return SkellamDpEvent(e.l1_sensitivity, e.l2_sensitivity,
-                                  self.local_variance * self.honest_min)
-        return DistributedDiscreteGaussianDpEvent(e.l1_sensitivity, e.l2_sensitivity,
-                                                  self.local_variance, self.honest_min,
-                                                  e.padded_dim)
-
-    @property
-    def sampler_tv(self) -> float:
-        """Statistical distance of all the noise of one round from the exact distribution."""
-        tv = noise_table(self.config.mechanism, self.local_variance).tv_bound
-        return self.cohort * self.encoding.padded_dim * tv
-
-    def round_epsilon(self) -> float:
-        return RdpAccountant().compose(self.event).epsilon(self.config.delta)
-
-    def mechanism_record(self, survivors: int | None) -> dict:
-        return {"name": self.config.mechanism, **self.encoding.to_dict(),
-                "noise_multiplier": self.noise_multiplier,
-                "local_variance": self.local_variance, "n_min": self.n_min,
-                "honest_min": self.honest_min,
-                "planned_variance": self.local_variance * self.honest_min,
-                "actual_variance": (None if survivors is None
-                                    else self.local_variance * survivors),
-                "weighted": self.config.weighted, "max_weight": self.config.max_weight}
-
-
-def plan_dp(config: DPConfig, round_config: RoundConfig, cohort: int, dim: int) -> DPPlan:
-    """Resolve n_min, gamma, b and the noise for a cohort of ``cohort`` and updates of ``dim``."""
-    if not isinstance(config, DPConfig) or not isinstance(round_config, RoundConfig):
-        raise ParameterError("plan_dp takes a DPConfig and a RoundConfig")
-    params = round_config.resolve(cohort)
-    n_min = config.min_survivors
-    if n_min is None:
-        n_min = cohort - math.ceil(Fraction(str(round_config.dropout_rate)) * cohort)
-    if isinstance(n_min, bool) or not isinstance(n_min, int) or not 1 <= n_min <= cohort:
-        raise ParameterError(f"min_survivors (n_min) must be in [1, {cohort}], got {n_min!r}")
-    honest = n_min - params.corrupted
-    if honest < 1:
-        raise ParameterError(f"n_min {n_min} leaves no honest survivor with {params.corrupted} "
-                             "assumed corrupted clients")
-    rc = dataclasses.replace(round_config, min_survivors=max(n_min, params.min_survivors))
-    rdim = dim + 1 if config.weighted else dim
-    cnorm = config.clip_norm * (math.sqrt(2) if config.weighted else 1.0)
-    probe, _ = choose_encoding(clients=cohort, clip_norm=cnorm, dim=rdim, noise_multiplier=1.0,
-                               min_clients=honest, mechanism=config.mechanism, bits=64,
-                               wrap_bound=0.5)
-    b, l1, dpad = probe.l2_sensitivity, probe.l1_sensitivity, probe.padded_dim
-
-    def event(z: float) -> DpEvent:
-        if config.mechanism == "skellam":
-            return SkellamDpEvent(l1, b, (z * b) ** 2)
-        return DistributedDiscreteGaussianDpEvent(l1, b, (z * b) ** 2 / honest, honest, dpad)
-
-    z = config.noise_multiplier
-    if z is None:
-        # leave room in delta for the sampler's distance (at most ~1e-30 per sample)
-        z = plan_noise(event, epsilon=config.epsilon, delta=config.delta * (1 - 1e-6),
-                       rounds=config.rounds)
-    enc, local = choose_encoding(clients=cohort, clip_norm=cnorm, dim=rdim, noise_multiplier=z,
-                                 min_clients=honest, mechanism=config.mechanism,
-                                 bits=round_config.bits, wrap_bound=config.wrap_bound)
-    return DPPlan(config, rc, cohort, dim, n_min, honest, enc, z, local)
-
-
-def rotation_seed(session_id: bytes, round_: int) -> bytes:
-    """The public per-round seed of the Hadamard rotation, bound to the session and round."""
-    return hashlib.sha256(canonical("secagg-dp-rotation", session_id, round_)).digest()
-
-
-class DPClient:
-    """A client's DP side: budget check, clip, encode, noise (its own CSPRNG), and its ledger."""
-
-    def __init__(self, client_id: int, plan: DPPlan, ledger: Ledger | None = None,
-                 spec: UpdateSpec | None = None, *, insecure_disable_noise: bool = False) -> None:
-        self.id, self.plan, self.ledger, self.spec = client_id, plan, ledger, spec
-        self.last_norm: float | None = None
-        # The audit's negative control only (dp/audit.py): a deliberately broken client.
-        self._no_noise = insecure_disable_noise
-
-    def check_budget(self) -> None:
-        """Raises BudgetExceeded if joining would take this client over its own budget."""
-        if self.ledger is not None:
-            self.ledger.check(self.plan.event, self.plan.sampler_tv)
-
-    def prepare(self, update: object, *, session_id: bytes, round_: int,
-                weight: float | None = None, rng: CryptoRandom | None = None,
-                record_level: dict | None = None) -> np.ndarray:
-        """The ring vector this client feeds to SecAgg.
-
-        Write-ahead: the participation is recorded in the client's own ledger (after its budget
-        check) before the vector is returned, so no released input goes unrecorded; a client
-        that later drops out has been charged anyway (the safe side)."""
-        self.check_budget()
-        plan, cfg = self.plan, self.plan.config
-        vec, spec = flatten(update, expected=self.spec)
-        if vec.size != plan.update_dim:
-            raise UpdateError(f"update has {vec.size} coordinates, the plan {plan.update_dim}")
-        self.spec = spec
-        x, self.last_norm = clip(vec, cfg.clip_norm)
-        if cfg.weighted:
-            if weight is None or isinstance(weight, bool) or not isinstance(
-                    weight, int | float) or not (math.isfinite(weight) and weight >= 0):
-                raise UpdateError(f"weighted aggregation needs a finite weight >= 0, got "
-                                  f"{weight!r}")
-            w = min(float(weight), cfg.max_weight) / cfg.max_weight
-            x = np.append(x, cfg.clip_norm) * w
-        elif weight is not None:
-            raise UpdateError("a weight was given but the plan is unweighted")
-        rng = rng if rng is not None else CryptoRandom()
-        z = encode(x, plan.encoding, rotation_seed(session_id, round_), rng)
-        if not self._no_noise:
-            z += noise_table(cfg.mechanism, plan.local_variance).sample(z.size, rng)
-        ring = to_ring(z, plan.encoding.bits)
-        if self.ledger is not None:
-            self.ledger.record_round(event=plan.event, session=session_id.hex(), round_=round_,
-                                     cohort=plan.cohort, survivors=None, n_min=plan.n_min,
-                                     clip_norm=cfg.clip_norm,
-                                     mechanism=plan.mechanism_record(None),
-                                     sampler_tv=plan.sampler_tv, record_level=record_level)
-        return ring
-
-
-class DPServer:
-    """The server's DP side: budget filter before the round, decoding and ledger after it."""
-
-    def __init__(self, plan: DPPlan, ledger: Ledger | None = None) -> None:
-        self.plan, self.ledger = plan, ledger
-
-    def check_budget(self) -> tuple[float, float]:
-        if self.ledger is None:
-            return 0.0, 0.0
-        return self.ledger.check(self.plan.event, self.plan.sampler_tv)
-
-    def commit(self, *, session_id: bytes, round_: int, survivors: int,
-               model_hash: str | None = None) -> None:
-        """Write-ahead: record the round once the survivors U3 are known and before any
-        unmasking share is requested. If this raises (over budget, disk error), the round must
-        abort unreleased."""
-        p = self.plan
-        if survivors < p.n_min:
-            raise ParameterError(f"{survivors} survivors, below n_min {p.n_min}: not unmasked")
-        if self.ledger is not None:
-            self.ledger.record_round(event=p.event, session=session_id.hex(), round_=round_,
-                                     cohort=p.cohort, survivors=survivors, n_min=p.n_min,
-                                     clip_norm=p.config.clip_norm,
-                                     mechanism=p.mechanism_record(survivors),
-                                     sampler_tv=p.sampler_tv, model_hash=model_hash)
-
-    def finish(self, aggregate: np.ndarray, *, session_id: bytes, round_: int) -> np.ndarray:
-        """The decoded sum (or weighted mean) of a committed round."""
-        p = self.plan
-        v = decode(aggregate, p.encoding, rotation_seed(session_id, round_))
-        if p.config.weighted:
-            total = v[-1] / p.config.clip_norm  # sum of w'/W
-            v = v[:-1] / total if total > 0 else np.full(p.update_dim, np.nan)
-        return v
+__all__ = ["DPClient", "DPConfig", "DPPlan", "DPRoundResult", "DPServer", "audit_pipeline",
+           "plan_dp", "rotation_seed", "run_dp_round"]
 
 
 @dataclass
@@ -282,61 +46,60 @@ def run_dp_round(updates: Sequence[object], plan: DPPlan, *, server_ledger: Ledg
                  dropouts: Mapping[str, Iterable[int]] | None = None, round_: int = 0,
                  session_id: bytes | None = None, model_hash: str | None = None,
                  progress=None, insecure_disable_noise: bool = False) -> DPRoundResult:
-    """One DP round through the real protocol (in-process, real encoded messages).
-
-    Order: the server's budget filter; each client's own filter and write-ahead record (a
-    client over its budget sends nothing: a dropout at AdvertiseKeys); the SecAgg round, with
-    the server's write-ahead record made after MaskedInput closes and before the unmasking
-    requests go out; then decoding.
-    """
+    """One DP round through the real protocol (in-process, real encoded messages), in the
+    network's order (see the module docstring). A client over its own budget declines at Setup
+    (a dropout at AdvertiseKeys); a client that drops before MaskedInput is never charged.
+    Raises RoundAborted if the round aborts (``ledger-refused`` when the server's write-ahead
+    record fails: nothing is unmasked), and BudgetExceeded if the server's own budget filter
+    refuses the round before any client is contacted."""
     n = len(updates)
     if n != plan.cohort:
         raise ParameterError(f"{n} updates for a plan of {plan.cohort} clients")
     if insecure_disable_noise and (server_ledger is not None or client_ledgers):
         raise ParameterError("a round with the noise switched off must not be recorded as "
                              "private: no ledgers with insecure_disable_noise")
+    if plan.config.weighted and weights is None:
+        raise UpdateError("weighted aggregation needs a weight for every client")
+    for u, w in enumerate(weights or ()):
+        if isinstance(w, bool) or not isinstance(w, int | float) or not (
+                math.isfinite(w) and w >= 0):
+            raise UpdateError(f"client {u}: a weight must be finite and >= 0, got {w!r}")
     vectors = []  # flattened once; bad input fails here, before anyone is charged
     for u, update in enumerate(updates):
         try:
             vectors.append(flatten(update)[0])
         except UpdateError as exc:
             raise UpdateError(f"client {u}: {exc}") from None
+        if vectors[u].size != plan.update_dim:
+            raise UpdateError(f"client {u}: update has {vectors[u].size} coordinates, the plan "
+                              f"{plan.update_dim}")
+    if weights is not None and not plan.config.weighted:
+        raise UpdateError("a weight was given but the plan is unweighted")
+    if weights is not None and len(weights) != n:
+        raise UpdateError(f"{len(weights)} weights for {n} clients")
     server = DPServer(plan, server_ledger)
     server.check_budget()  # refuses before any client is contacted
     session_id = session_id if session_id is not None else os.urandom(32)
-    clients = {u: DPClient(u, plan, (client_ledgers or {}).get(u),
-                           insecure_disable_noise=insecure_disable_noise) for u in range(n)}
-    width = np.uint32 if plan.encoding.bits <= 32 else np.uint64
-    inputs = np.zeros((n, plan.encoding.padded_dim), dtype=width)
-    refused = set()
-    for u, c in clients.items():
-        try:
-            inputs[u] = c.prepare(vectors[u], session_id=session_id, round_=round_,
-                                  weight=None if weights is None else weights[u])
-        except BudgetExceeded:
-            refused.add(u)  # over its own budget: never joins
-    sched = {k: set(v) for k, v in (dropouts or {}).items()}
-    sched.setdefault("advertise_keys", set()).update(refused)
-    holder: list[ServerRound] = []
+    dp_clients = {u: DPClient(u, plan, (client_ledgers or {}).get(u),
+                              insecure_disable_noise=insecure_disable_noise) for u in range(n)}
+    participants, registry = cohort_participants(plan.round_config, n, dp=dp_clients)
 
-    def factory(*args, **kwargs) -> ServerRound:
-        holder.append(ServerRound(*args, **kwargs))
-        return holder[0]
+    def provide(u: int, setup) -> tuple[object, float | None]:
+        return vectors[u], None if weights is None else weights[u]
 
-    def before_unmasking(stage: str, outgoing: list) -> list:
-        if stage == "unmasking":
-            server.commit(session_id=session_id, round_=round_,
-                          survivors=len(holder[0].survivors), model_hash=model_hash)
-        return outgoing
+    def commit(survivors: frozenset[int]) -> None:
+        server.commit(session_id=session_id, round_=round_, survivors=len(survivors),
+                      model_hash=model_hash)
 
-    sim = simulate_round(inputs, plan.round_config, sched, session_id=session_id,
-                         round=round_, progress=progress, server_factory=factory,
-                         server_hook=before_unmasking)
-    survivors = sim.survivors
+    secagg = ServerRound(plan.round_config, range(n), plan.encoding.padded_dim,
+                         session_id=session_id, round=round_, registry=registry)
+    sim = run_simulated_round(secagg, participants, provide, dropouts, progress=progress,
+                              on_survivors_known=commit)
     estimate = server.finish(sim.aggregate, session_id=session_id, round_=round_)
     eps, delta = server_ledger.spent() if server_ledger is not None else (0.0, 0.0)
-    return DPRoundResult(estimate, survivors, frozenset(refused), eps, delta, sim,
-                         {u: c.last_norm for u, c in clients.items() if c.last_norm is not None})
+    return DPRoundResult(estimate, sim.survivors, sim.declined, eps, delta, sim,
+                         {u: c.last_norm for u, c in dp_clients.items()
+                          if c.last_norm is not None})
 
 
 def audit_pipeline(plan: DPPlan, *, insecure_disable_noise: bool = False):

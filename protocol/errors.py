@@ -12,6 +12,25 @@ All derive from :class:`ProtocolError`, which also subclasses ValueError.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class AbortReason(StrEnum):
+    """Why a round was aborted: the ``reason`` of :class:`RoundAborted` and of the abort log."""
+
+    TOO_FEW_CLIENTS = "too-few-clients"  # fewer than the minimum advertised or shared keys
+    NEIGHBOURHOOD_BELOW_THRESHOLD = "neighbourhood-below-threshold"
+    TOO_FEW_SURVIVORS = "too-few-survivors"  # fewer masked inputs than the minimum
+    UNRECOVERABLE_DROPOUT = "unrecoverable-dropout"  # a mask could never be removed
+    TOO_FEW_SIGNATURES = "too-few-signatures"  # below the ConsistencyCheck quorum
+    CANNOT_RECONSTRUCT = "cannot-reconstruct"  # the shares of a secret do not decode
+    BAD_RECONSTRUCTION = "bad-reconstruction"  # a secret fails its check; no one blamed
+    BAD_DEALING = "bad-dealing"  # a secret its own dealer made invalid; the dealer blamed
+    INTERNAL_ERROR = "internal-error"  # a value no check anticipated
+    COHORT_TOO_SMALL = "cohort-too-small"  # the cohort cannot run a round at all
+    LEDGER_REFUSED = "ledger-refused"  # the DP write-ahead record failed: nothing unmasked
+    PROTOCOL_ERROR = "protocol-error"  # an illegal move by this host
+
 
 class ProtocolError(ValueError):
     """Base class of every error raised by :mod:`protocol`."""
@@ -34,10 +53,10 @@ class RoundAborted(ProtocolError):
     names the clients the abort is attributed to (for example the dealer of a secret that
     reconstructs to an invalid value), empty when no one can be blamed."""
 
-    def __init__(self, stage: str, reason: str, detail: str = "", *,
+    def __init__(self, stage: str, reason: AbortReason | str, detail: str = "", *,
                  clients: tuple[int, ...] = ()) -> None:
         self.stage = stage
-        self.reason = reason
+        self.reason = AbortReason(reason)
         self.detail = detail
         self.clients = tuple(clients)
         super().__init__(f"round aborted in {stage}: {reason}" + (f" ({detail})" if detail else ""))

@@ -1,9 +1,12 @@
 """One round in one process: the server and n clients exchanging real encoded bytes.
 
-The driver plays the network and the clock: it encodes every message with
-:mod:`protocol.wire`, decodes it at the receiver, applies the dropout schedule, and closes each
-stage once every live client has answered. A client listed under a stage in ``dropouts`` sends
-nothing from that stage on (it may have sent its previous message and then vanished).
+The in-process host of :class:`protocol.driver.RoundDriver` plays the network and the clock: it
+encodes every message with :mod:`protocol.wire`, decodes it at the receiver, applies the
+dropout schedule, and the stage closes once every live client has answered. A client listed
+under a stage in ``dropouts`` sends nothing from that stage on (it may have sent its previous
+message and then vanished). Clients are :class:`protocol.participant.Participant` objects, as
+over the network, so a client's input is asked for (and, with DP, charged) only when its
+machine needs it.
 """
 
 from __future__ import annotations
@@ -12,16 +15,20 @@ import hashlib
 import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from dp.errors import BudgetExceeded
 from secagg import SigningKey
 
-from .client import ClientRound
-from .config import RoundConfig
+from .config import Mode, RoundConfig
+from .dp_plan import DPClient
+from .driver import DropReason, Host, RoundDriver, StageRun
 from .errors import ProtocolError, RemoteProtocolError
-from .messages import Message
+from .messages import Message, Setup
+from .participant import Participant
 from .server import ServerRound
 from .sessions import store_for_identity
 from .transitions import STAGES
@@ -78,12 +85,15 @@ class SimulationResult:
     params: object
     server_retained_bytes: int = 0
     server_peak_bytes: int | None = None  # measured only with track_memory=True
+    declined: frozenset[int] = frozenset()  # clients that declined at Setup (own budget)
 
 
 Hook = Callable[[str, list[Message]], list[Message]]
+#: (client, Setup) -> the client's input for that round (and its FedAvg weight), or None
+InputProvider = Callable[[int, Setup], tuple[object, float | None] | None]
 
 
-def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of stages
+def simulate_round(
     inputs: np.ndarray,
     config: RoundConfig | None = None,
     dropouts: Mapping[str, Iterable[int]] | None = None,
@@ -109,18 +119,32 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
     omitted) are the clients' long-term keys, and each identity's used sessions are kept in
     its one in-process store (:func:`protocol.sessions.store_for_identity`), so a session id
     run again with the same identities is refused, whichever call runs it.
-    Raises a :class:`ProtocolError` subclass on abort.
+    Raises a :class:`ProtocolError` subclass on abort or bad arguments.
     """
     config = config if config is not None else RoundConfig()
     if not isinstance(inputs, np.ndarray) or inputs.ndim != 2:
         raise ProtocolError("inputs must be a 2-D (n, d) integer numpy array")
     n, d = inputs.shape
-    schedule = _schedule(dropouts, n)
     session = session_id
     if session is None and seed is not None:
         session = hashlib.sha256(b"simulate" + str(seed).encode()).digest()
+    participants, registry = cohort_participants(config, n, identities)
+    server = server_factory(config, range(n), d, session_id=session, round=round,
+                            registry=registry)
+    return run_simulated_round(server, participants,
+                               lambda u, setup: (np.ascontiguousarray(inputs[u]), None),
+                               dropouts, server_hook=server_hook, progress=progress,
+                               track_memory=track_memory)
+
+
+def cohort_participants(config: RoundConfig, n: int,
+                        identities: Mapping[int, SigningKey] | None = None,
+                        dp: Mapping[int, DPClient] | None = None
+                        ) -> tuple[dict[int, Participant], dict | None]:
+    """Clients 0..n-1 for one in-process round, and the registry of their identities
+    (malicious mode; fresh identities if none are given)."""
     registry = stores = None
-    if config.mode == "malicious":
+    if config.mode == Mode.MALICIOUS:
         if identities is None:
             identities = {u: SigningKey.generate() for u in range(n)}
         elif sorted(identities) != list(range(n)) or not all(
@@ -128,63 +152,104 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
             raise ProtocolError(f"identities must map every client 0..{n - 1} to a SigningKey")
         registry = {u: k.verify_key for u, k in identities.items()}
         stores = {u: store_for_identity(registry[u]) for u in range(n)}
-    server = server_factory(config, range(n), d, session_id=session, round=round,
-                            registry=registry)
-    clients = {u: ClientRound(u, config=config, input=np.ascontiguousarray(inputs[u]),
-                              identity=identities[u] if stores else None,
-                              registry=registry, used_sessions=stores[u] if stores else None)
-               for u in range(n)}
-    transcript = Transcript()
-    gone: set[int] = set()
-    peak = [0]
+    participants = {u: Participant(u, config=config,
+                                   identity=identities[u] if stores else None,
+                                   registry=registry, used_sessions=stores[u] if stores else None,
+                                   dp=(dp or {}).get(u))
+                    for u in range(n)}
+    return participants, registry
 
-    def on_server(rec: StageRecord, call, *args):
-        """Run one server call, timing it and, when asked, tracking its memory."""
-        t0 = time.perf_counter()
-        if not track_memory:
-            try:
-                return call(*args)
-            finally:
-                rec.server.seconds += time.perf_counter() - t0
+
+def run_simulated_round(server: ServerRound, participants: Mapping[int, Participant],
+                        provide: InputProvider,
+                        dropouts: Mapping[str, Iterable[int]] | None = None, *,
+                        server_hook: Hook | None = None,
+                        progress: Callable[[str, int, int], None] | None = None,
+                        track_memory: bool = False,
+                        on_survivors_known: Callable[[frozenset[int]], None] | None = None,
+                        ) -> SimulationResult:
+    """Run ``server``'s round in this process through :class:`protocol.driver.RoundDriver`.
+
+    ``provide(u, setup)`` is called when client u's machine needs its input (never for a client
+    that dropped before MaskedInput); None means the client has no input and drops.
+    Raises RoundAborted if the round aborts."""
+    host = _InProcessHost(server, participants, provide, _schedule(dropouts, len(participants)),
+                          server_hook=server_hook, progress=progress,
+                          on_survivors_known=on_survivors_known)
+    meter = host.memory_meter if track_memory else nullcontext
+    if track_memory:
+        tracemalloc.start()
+    try:
+        RoundDriver(server, host, meter=meter).run()
+    finally:
+        if track_memory:
+            tracemalloc.stop()
+    assert server.aggregate is not None
+    return SimulationResult(server.aggregate.copy(), server.survivors, host.transcript,
+                            server.params, server.retained_bytes(),
+                            host.peak if track_memory else None, host.declined)
+
+
+class _InProcessHost(Host):
+    """The driver's host for one process: real encoded bytes, the dropout schedule as the
+    network, and every live client answering at once (so a stage closes when all answered)."""
+
+    def __init__(self, server: ServerRound, participants: Mapping[int, Participant],
+                 provide: InputProvider, schedule: Mapping[str, set[int]], *,
+                 server_hook: Hook | None, progress: Callable[[str, int, int], None] | None,
+                 on_survivors_known: Callable[[frozenset[int]], None] | None) -> None:
+        self._server, self._participants, self._provide = server, participants, provide
+        self._schedule, self._hook, self._progress = schedule, server_hook, progress
+        self._survivors_hook = on_survivors_known
+        self.transcript = Transcript()
+        self.declined: set[int] = set()  # clients that declined at Setup (their own budget)
+        self.peak = 0
+
+    @contextmanager
+    def memory_meter(self):
+        """Peak of the server's retained state plus what one of its calls allocates."""
         before = tracemalloc.get_traced_memory()[0]
-        retained = server.retained_bytes()
+        retained = self._server.retained_bytes()
         tracemalloc.reset_peak()
         try:
-            return call(*args)
+            yield
         finally:
-            rec.server.seconds += time.perf_counter() - t0
             during = tracemalloc.get_traced_memory()[1] - before
-            peak[0] = max(peak[0], retained + during, server.retained_bytes())
+            self.peak = max(self.peak, retained + during, self._server.retained_bytes())
 
-    def deliver(stage: str, outgoing: list[Message]) -> None:
+    def on_survivors_known(self, survivors: frozenset[int]) -> None:
+        if self._survivors_hook is not None:
+            self._survivors_hook(survivors)
+
+    def on_stage_closed(self, run: StageRun) -> None:
+        rec = self.transcript.stages[run.stage]
+        rec.seconds = run.seconds
+        rec.server.seconds += run.server_seconds
+
+    def deliver(self, run: StageRun) -> None:
         """Server -> clients; each live client's replies go to the server as they are made, so
         the server sums masked inputs as they arrive."""
-        rec = transcript.stages.setdefault(stage, StageRecord())
-        if server_hook is not None:
-            outgoing = server_hook(stage, outgoing)
+        stage = run.stage
+        rec = self.transcript.stages.setdefault(stage, StageRecord())
+        outgoing = list(run.outgoing)
+        if self._hook is not None:
+            outgoing = self._hook(stage, outgoing)
+        gone = self._schedule.get(stage, ())
         for i, msg in enumerate(outgoing):
-            if progress:
-                progress(stage, i + 1, len(outgoing))
+            if self._progress:
+                self._progress(stage, i + 1, len(outgoing))
             data = encode(msg)
             rec.server.sent_messages += 1
             rec.server.sent_bytes += len(data)
             u = msg.recipient
-            if u in gone or u in schedule.get(stage, ()):
-                gone.add(u)  # dropped: receives nothing more, sends nothing from here on
-                continue
+            if u in run.pending and u in gone:
+                run.drop(u, DropReason.SCHEDULED)
+            if u not in run.pending:
+                continue  # dropped: receives nothing more, sends nothing from here on
             t = rec.client(u)
             t.received_messages += 1
             t.received_bytes += len(data)
-            decoded = decode(data)
-            t0 = time.perf_counter()
-            try:
-                answers = clients[u].receive(decoded)
-            except RemoteProtocolError as exc:
-                rec.refused.append(str(exc))
-                gone.add(u)  # a refusing client is out of the round
-                continue
-            finally:
-                t.seconds += time.perf_counter() - t0
+            answers = self._client_answers(run, rec, t, u, decode(data))
             for a in answers:
                 raw = encode(a)
                 t.sent_messages += 1
@@ -192,28 +257,42 @@ def simulate_round(  # noqa: PLR0915 - the driver reads best as one sequence of 
                 rec.server.received_messages += 1
                 rec.server.received_bytes += len(raw)
                 try:
-                    on_server(rec, server.receive, decode(raw))
+                    run.accept(decode(raw))
                 except RemoteProtocolError as exc:
                     rec.refused.append(str(exc))
 
-    # Each stage is opened by the server's messages (Setup opens advertise_keys, the key
-    # broadcast opens share_keys, ...) and closed after the live clients' replies.
-    stages = [st for st in STAGES if config.mode == "malicious" or st != "consistency_check"]
-    if track_memory:
-        tracemalloc.start()
-    try:
-        outgoing = server.start()
-        for stage in stages:
-            t0 = time.perf_counter()
-            deliver(stage, outgoing)
-            outgoing = on_server(transcript.stages[stage], server.close_stage)
-            transcript.stages[stage].seconds = time.perf_counter() - t0
-    finally:
-        if track_memory:
-            tracemalloc.stop()
-    assert server.aggregate is not None
-    return SimulationResult(server.aggregate.copy(), server.survivors, transcript, server.params,
-                            server.retained_bytes(), peak[0] if track_memory else None)
+    def _client_answers(self, run: StageRun, rec: StageRecord, t: Traffic, u: int,
+                        msg: Message) -> list[Message]:
+        """Client u's replies to ``msg`` (its input given if its machine asks for it)."""
+        p = self._participants[u]
+        t0 = time.perf_counter()
+        try:
+            if isinstance(msg, Setup):
+                try:
+                    answers = p.join(msg)
+                except BudgetExceeded:
+                    self.declined.add(u)
+                    run.drop(u, DropReason.DECLINED, "over this client's own privacy budget")
+                    return []
+            else:
+                answers = p.receive(msg)
+            if p.needs_input:
+                answers = answers + self._input(run, p, msg)
+        except RemoteProtocolError as exc:
+            rec.refused.append(str(exc))
+            run.drop(u, DropReason.REFUSED, str(exc))  # a refusing client is out of the round
+            return []
+        finally:
+            t.seconds += time.perf_counter() - t0
+        return answers
+
+    def _input(self, run: StageRun, p: Participant, msg: Message) -> list[Message]:
+        got = self._provide(p.id, p.round.setup)
+        if got is None:
+            run.drop(p.id, DropReason.DECLINED, "no input for this round")
+            return []
+        update, weight = got
+        return p.give_input(update, weight=weight)
 
 
 def _schedule(dropouts: Mapping[str, Iterable[int]] | None, n: int) -> dict[str, set[int]]:

@@ -93,7 +93,7 @@ def test_split_view_attack_is_refused():
         sigs[g][u] = sig.signature
     b_shares, s_shares = 0, {x_: 0 for x_ in w}
     for u, g in group.items():
-        held, u3 = set(cl[u].held), set(views[g])
+        held, u3 = set(cl[u].share_holders), set(views[g])
         req = UnmaskRequest(sid, rd, u, tuple(sorted(held & u3)), tuple(sorted(held - u3)),
                             tuple(sorted(sigs[g].items())))
         with pytest.raises(RemoteProtocolError, match="quorum"):
@@ -117,7 +117,7 @@ def test_different_survivor_sets_with_mixed_signatures_are_refused():
     sigs = sign_all(r, views)
     for m in views:
         v = m.recipient
-        nb = r.server.graph.neighbours(v) & frozenset(r.clients[v].held)
+        nb = r.server.graph.neighbours(v) & r.clients[v].share_holders
         alive = tuple(sorted(nb & set(m.survivors)))
         req = UnmaskRequest(m.session_id, m.round, v, alive, tuple(sorted(nb - set(alive))),
                             tuple(sorted(sigs.items())))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import protocol.dp_round as dp_round
+import protocol.dp_plan as dp_plan
 from dp.errors import BudgetExceeded, ParameterError, UpdateError
 from dp.events import DistributedDiscreteGaussianDpEvent, SkellamDpEvent
 from dp.ledger import Budget, Ledger, verify
@@ -45,21 +46,21 @@ def snapshot(led: Ledger) -> bytes:
 def seeded_noise(monkeypatch):
     """Every client's CSPRNG from a fixed seed sequence, so that a round is reproducible."""
     counter = itertools.count()
-    monkeypatch.setattr(dp_round, "CryptoRandom", lambda: CryptoRandom(
+    monkeypatch.setattr(dp_plan, "CryptoRandom", lambda: CryptoRandom(
         hashlib.sha256(b"test-dp-round %d" % next(counter)).digest()))
 
 
 @pytest.fixture
 def traffic(monkeypatch):
-    """Counts calls of simulate_round (the round's traffic) made by run_dp_round."""
+    """Counts the simulated rounds (the round's traffic) that run_dp_round starts."""
     calls = []
-    real = dp_round.simulate_round
+    real = dp_round.run_simulated_round
 
     def spy(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dp_round, "simulate_round", spy)
+    monkeypatch.setattr(dp_round, "run_simulated_round", spy)
     return calls
 
 
@@ -277,7 +278,8 @@ def test_unweighted_round_decodes_the_sum(seeded_noise):
     rounding = math.sqrt(11 / 4) / e.gamma
     rms = float(np.sqrt(np.mean(err**2)))
     assert 0.9 * sd <= rms <= 1.1 * math.hypot(sd, rounding)
-    assert result.norms == pytest.approx({u: 0.8 for u in range(N)})
+    # client 4 dropped before its input was asked for: it was never clipped, noised or charged
+    assert result.norms == pytest.approx({u: 0.8 for u in range(N) if u != 4})
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,7 +382,7 @@ def test_round_is_reproducible_with_seeded_noise(monkeypatch):
     out = []
     for _ in range(2):
         counter = itertools.count()
-        monkeypatch.setattr(dp_round, "CryptoRandom", lambda c=counter: CryptoRandom(
+        monkeypatch.setattr(dp_plan, "CryptoRandom", lambda c=counter: CryptoRandom(
             hashlib.sha256(b"%d" % next(c)).digest()))
         out.append(run_dp_round(ups, plan, session_id=bytes(32)).estimate)
     np.testing.assert_array_equal(out[0], out[1])
@@ -404,3 +406,22 @@ def test_ledger_entries_describe_the_round(tmp_path):
     assert m["actual_variance"] == pytest.approx(plan.local_variance * N)
     assert m["planned_variance"] == pytest.approx(plan.local_variance * plan.honest_min)
     assert entry["epsilon"] >= result.epsilon
+
+
+@pytest.mark.parametrize("mode", ["semi-honest", "malicious"])
+def test_a_client_is_charged_only_when_its_masked_input_leaves_it(tmp_path, mode):
+    """Clients that drop at AdvertiseKeys, ShareKeys or MaskedInput (before their input is
+    asked for) have nothing in their ledgers; every client whose masked input was sent has
+    exactly one entry, as over the network."""
+    rc = RoundConfig(bits=32, mode=mode, complete_graph=True, dropout_rate=0.3)
+    plan = plan_dp(config(min_survivors=8), rc, N, DIM)
+    ledgers = {u: Ledger.create(tmp_path / f"c{u}.jsonl", config().budget, owner=f"client-{u}")
+               for u in range(N)}
+    gone = {"advertise_keys": {0}, "share_keys": {1}, "masked_input": {2}}
+    if mode == "malicious":
+        gone["consistency_check"] = {3}  # its masked input left it: charged
+    result = run_dp_round(updates(N, DIM), plan, client_ledgers=ledgers, dropouts=gone)
+    assert {0, 1, 2}.isdisjoint(result.survivors)
+    for u, led in ledgers.items():
+        assert led.rounds == (0 if u in (0, 1, 2) else 1), u
+    assert sorted(result.norms) == [u for u in range(N) if u not in (0, 1, 2)]

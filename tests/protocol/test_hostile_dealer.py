@@ -5,40 +5,17 @@ up to the decoding radius, and one more aborts."""
 from __future__ import annotations
 
 import dataclasses
-import secrets
 
 import numpy as np
 import pytest
+from hostile_clients import ShortKeyDealer, ShortSeedDealer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import ClientRound, RoundAborted, RoundConfig, ServerRound, ServerState
-from protocol.messages import KeysBroadcast, Setup, SharesDelivery, UnmaskResponse
-from protocol.payloads import commit_self_seed
+from protocol.messages import UnmaskResponse
 from secagg import Share
 from secagg.shamir import PRIME
-
-
-class ShortSeedDealer(ClientRound):
-    """Deals (and commits to) a self-mask seed of ``length`` bytes instead of 32, then sends a
-    masked input made with some 32-byte seed: the commitment matches the shares it dealt."""
-
-    length = 31
-
-    def _on_setup(self, m: Setup):
-        (adv,) = ClientRound._handlers[Setup](self, m)
-        self.b_seed = secrets.token_bytes(self.length)
-        return [dataclasses.replace(adv, b_commitment=commit_self_seed(
-            m.session_id, m.round, self.id, self.b_seed))]
-
-    def _on_shares(self, m):
-        dealt, self.b_seed = self.b_seed, secrets.token_bytes(32)
-        try:
-            return ClientRound._on_shares(self, m)
-        finally:
-            self.b_seed = dealt
-
-    _handlers = {**ClientRound._handlers, Setup: _on_setup, SharesDelivery: _on_shares}
 
 
 def _to_unmasking(srv, cl, gone=()):
@@ -91,25 +68,6 @@ def test_short_self_mask_seed_aborts_naming_the_dealer(length):
 def test_invalid_key_dealing_of_a_dropped_client_aborts_naming_the_dealer():
     """s_u^SK of a client that dropped after ShareKeys is reconstructed too; a wrong-length
     one is the dealer's fault."""
-
-    class ShortKey:
-        """s_u's key pair, but the private key it hands to Shamir is 20 bytes."""
-
-        def __init__(self, real):
-            self.real, self.public_bytes = real, real.public_bytes
-
-        def private_bytes(self):
-            return self.real.private_bytes()[:20]
-
-    class ShortKeyDealer(ClientRound):
-        def _on_keys(self, m):
-            real, self.s_keys = self.s_keys, ShortKey(self.s_keys)
-            try:
-                return ClientRound._on_keys(self, m)
-            finally:
-                self.s_keys = real
-
-        _handlers = {**ClientRound._handlers, KeysBroadcast: _on_keys}
 
     cfg = RoundConfig(dropout_rate=0.25)
     n, d = 8, 4

@@ -99,7 +99,7 @@ class RoundMachine(RuleBasedStateMachine):
 
     def _counts(self):
         s = self.server
-        acc = None if s.acc is None else s.acc.tobytes()
+        acc = None if s.masked_sum is None else s.masked_sum.tobytes()
         return (len(s.keys), len(s.share_msgs), len(s.u3), len(s.signatures),
                 len(s.responses), acc)
 
@@ -107,7 +107,7 @@ class RoundMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def replay_an_old_message(self, data):
         raw = data.draw(st.sampled_from(self.sent))
-        acc = None if self.server.acc is None else self.server.acc.copy()
+        acc = None if self.server.masked_sum is None else self.server.masked_sum.copy()
         counts = (len(self.server.keys), len(self.server.share_msgs), len(self.server.u3),
                   len(self.server.signatures), len(self.server.responses))
         try:
@@ -119,7 +119,7 @@ class RoundMachine(RuleBasedStateMachine):
                           len(self.server.u3), len(self.server.signatures),
                           len(self.server.responses))
         if acc is not None:
-            assert np.array_equal(acc, self.server.acc)
+            assert np.array_equal(acc, self.server.masked_sum)
 
     @invariant()
     def running_sum_stays_in_the_ring(self):

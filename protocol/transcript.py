@@ -1,4 +1,5 @@
-"""The byte strings that clients sign, commit to or hash, shared by client and server.
+"""The transcript: every byte string a client signs, commits to or hashes, and the labels that
+separate them; shared by client and server (neither imports the other).
 
 Each is a :func:`secagg.encoding.canonical` tuple that starts with its own label and carries
 the session id and round, so no payload of one kind or one run can stand for another.
