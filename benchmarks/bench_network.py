@@ -34,16 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from protocol import STAGES, RoundConfig, simulate_round
-from protocol.messages import KeysBroadcast, Setup, SharesDelivery, UnmaskRequest
+from protocol import RoundConfig, simulate_round
 from protocol.net.certs import DemoOptions, write_demo
 from protocol.net.client import AsyncClient
 from protocol.net.jsonlog import JsonLog
 from protocol.net.settings import load_client
-
-OPENS = {Setup: "advertise_keys", KeysBroadcast: "share_keys", SharesDelivery: "masked_input",
-         UnmaskRequest: "unmasking"}
-ROUND_STAGES = [s for s in STAGES if s != "consistency_check"]
+from protocol.simulate import spread_dropouts
+from protocol.transitions import OPENS
 
 
 class _Drop(Exception):
@@ -96,10 +93,7 @@ def worker_main(args) -> None:
 def _schedule(n: int, dropout: float, seed: int) -> dict[str, set[int]]:
     rng = np.random.default_rng(seed)
     dropped = rng.choice(n, size=int(round(dropout * n)), replace=False).tolist()
-    sched: dict[str, set[int]] = {s: set() for s in ROUND_STAGES}
-    for i, u in enumerate(dropped):
-        sched[ROUND_STAGES[i % len(ROUND_STAGES)]].add(int(u))
-    return sched
+    return spread_dropouts(dropped, "semi-honest")
 
 
 def _rss_kib(pid: int) -> int:

@@ -29,7 +29,8 @@ import time
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from protocol import STAGES, RoundConfig, ServerRound, simulate_round
+from protocol import RoundConfig, ServerRound, simulate_round
+from protocol.simulate import spread_dropouts
 
 FULL = [(n, d, p) for n in (100, 1000) for d in (10_000, 100_000, 1_000_000)
         for p in (0.0, 0.1, 0.3)] + [(500, 100_000, 0.1)]
@@ -75,11 +76,8 @@ def run(n: int, d: int, dropout: float, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     row = rng.integers(0, 2**32, size=d, dtype=np.uint64).astype(np.uint32)
     inputs = np.broadcast_to(row, (n, d))
-    stages = [s for s in STAGES if s != "consistency_check"]
     dropped = rng.choice(n, size=int(round(dropout * n)), replace=False).tolist()
-    schedule = {s: set() for s in stages}
-    for i, u in enumerate(dropped):
-        schedule[stages[i % len(stages)]].add(u)
+    schedule = spread_dropouts(dropped, "semi-honest")
     config = RoundConfig(bits=32, dropout_rate=max(dropout, 0.05), corrupt_rate=0.05)
     t0 = time.perf_counter()
     result = simulate_round(inputs, config, schedule, server_factory=RecordingServer)

@@ -31,8 +31,7 @@ from sklearn.model_selection import train_test_split
 from dp.ledger import Ledger, verify
 from protocol.config import RoundConfig
 from protocol.dp_round import DPConfig, plan_dp, run_dp_round
-
-STAGES = ["advertise_keys", "share_keys", "masked_input", "unmasking"]
+from protocol.simulate import spread_dropouts
 
 
 def load(seed: int, clients: int, alpha: float):
@@ -144,9 +143,7 @@ def run(budget: float | None, args, data, xte, yte) -> list[dict]:
             eps = 0.0
         else:
             dropped = rng.choice(n, size=int(round(args.dropout * n)), replace=False)
-            sched = {s: set() for s in STAGES}
-            for i, u in enumerate(dropped.tolist()):
-                sched[STAGES[i % len(STAGES)]].add(u)
+            sched = spread_dropouts(dropped.tolist(), plan.round_config.mode)
             res = run_dp_round(deltas, plan, server_ledger=ledger, weights=weights,
                                dropouts=sched, round_=r)
             mean, eps = res.estimate, res.epsilon

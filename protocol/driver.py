@@ -141,7 +141,7 @@ class RoundDriver:
     def __init__(self, server: ServerRound, host: Host, *, meter: Meter = nullcontext) -> None:
         self.server, self.host, self.meter = server, host, meter
         self._dropped: dict[int, Drop] = {}
-        self.stages: list[StageRun] = []  # every stage opened so far, in order
+        self.history: list[StageRun] = []  # every stage opened so far, in order
 
     @property
     def dropped(self) -> Mapping[int, Drop]:
@@ -158,20 +158,22 @@ class RoundDriver:
     def run(self) -> ServerRound:
         """Run the round with a synchronous host; the server is DONE on return. Raises
         RoundAborted (typed) if the round cannot complete."""
-        for run in self._steps():
+        for run in self.steps():
             self.host.deliver(run)
             self.host.collect(run)
         return self.server
 
     async def run_async(self) -> ServerRound:
         """:meth:`run` for an :class:`AsyncHost`."""
-        for run in self._steps():
+        for run in self.steps():
             await self.host.deliver(run)
             await self.host.collect(run)
         return self.server
 
-    def _steps(self) -> Iterator[StageRun]:
-        """Open each stage (yielded to the host to deliver and collect), then close it."""
+    def steps(self) -> Iterator[StageRun]:
+        """The stage sequence itself: each stage is opened and yielded (the host delivers and
+        collects), then closed when the host asks for the next one. :meth:`run` and
+        :meth:`run_async` are this loop; a test harness may stop it at a stage."""
         server = self.server
         with self.meter():
             outgoing = server.start()
@@ -179,7 +181,7 @@ class RoundDriver:
             if stage is Stage.UNMASKING:
                 self._survivors_known(stage)
             run = StageRun(self, stage, outgoing)
-            self.stages.append(run)
+            self.history.append(run)
             yield run
             for u in sorted(run.pending):
                 run.drop(u, DropReason.DEADLINE)

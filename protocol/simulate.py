@@ -31,7 +31,7 @@ from .messages import Message, Setup
 from .participant import Participant
 from .server import ServerRound
 from .sessions import store_for_identity
-from .transitions import STAGES
+from .transitions import STAGES, stage_order
 from .wire import decode, encode
 
 
@@ -293,6 +293,16 @@ class _InProcessHost(Host):
             return []
         update, weight = got
         return p.give_input(update, weight=weight)
+
+
+def spread_dropouts(dropped: Iterable[int], mode: str) -> dict[str, set[int]]:
+    """A dropout schedule for :func:`simulate_round`: the clients ``dropped`` dealt round-robin
+    over the stages a round of ``mode`` runs (:func:`protocol.transitions.stage_order`)."""
+    stages = stage_order(mode)
+    schedule: dict[str, set[int]] = {str(s): set() for s in stages}
+    for i, u in enumerate(dropped):
+        schedule[str(stages[i % len(stages)])].add(int(u))
+    return schedule
 
 
 def _schedule(dropouts: Mapping[str, Iterable[int]] | None, n: int) -> dict[str, set[int]]:

@@ -79,6 +79,15 @@ CLIENT_TRANSITIONS: dict[tuple[str, ClientState, type], ClientState] = {
     ("malicious", C.SIGNED, UnmaskRequest): C.DONE,
 }
 
+#: server message type -> the stage it opens (what a client is answering when it receives it).
+OPENS: dict[type[Message], Stage] = {
+    Setup: Stage.ADVERTISE_KEYS,
+    KeysBroadcast: Stage.SHARE_KEYS,
+    SharesDelivery: Stage.MASKED_INPUT,
+    ConsistencyRequest: Stage.CONSISTENCY_CHECK,
+    UnmaskRequest: Stage.UNMASKING,
+}
+
 #: server state -> the one client message type it accepts in that state.
 SERVER_ACCEPTS: dict[ServerState, type[Message]] = {
     S.ADVERTISE_KEYS: AdvertiseKeys,

@@ -1,4 +1,8 @@
-"""Drive a real server and real clients up to a stage, for tests that tamper with one message."""
+"""Drive a real server and real clients up to a stage, for tests that tamper with one message.
+
+The stages run through :class:`protocol.driver.RoundDriver` (the loop every host uses) until
+the one asked for opens; the test then has that stage's messages and the objects to play it.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from protocol import ClientRound, RoundConfig, ServerRound, decode, encode
+from protocol.driver import DropReason, Host, RoundDriver, StageRun
 from protocol.messages import Message
 from protocol.sessions import store_for_identity
 from secagg import SigningKey
-
-ORDER = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
 
 
 @dataclass
@@ -31,10 +34,31 @@ class Round:
         for m in messages:
             if m.recipient in skip:
                 continue
-            self.log.append(encode(m))
-            for reply in self.clients[m.recipient].receive(decode(self.log[-1])):
-                self.log.append(encode(reply))
-                self.server.receive(decode(self.log[-1]))
+            for reply in self._replies(m):
+                self.server.receive(reply)
+
+    def _replies(self, m: Message) -> list[Message]:
+        self.log.append(encode(m))
+        out = []
+        for reply in self.clients[m.recipient].receive(decode(self.log[-1])):
+            self.log.append(encode(reply))
+            out.append(decode(self.log[-1]))
+        return out
+
+
+class _Harness(Host):
+    """Every client answers at once, except those the test drops at a stage."""
+
+    def __init__(self, r: Round, drop: dict[str, set[int]]) -> None:
+        self._r, self._drop = r, drop
+
+    def deliver(self, run: StageRun) -> None:
+        for m in run.outgoing:
+            if m.recipient in self._drop.get(run.stage, ()):
+                run.drop(m.recipient, DropReason.SCHEDULED)
+                continue
+            for reply in self._r._replies(m):
+                run.accept(reply)
 
 
 def run_until(stage: str, *, n: int = 8, dim: int = 16, mode: str = "semi-honest",
@@ -54,15 +78,11 @@ def run_until(stage: str, *, n: int = 8, dim: int = 16, mode: str = "semi-honest
                               identity=identities[u] if identities else None, registry=registry,
                               used_sessions=store_for_identity(registry[u]) if registry else None)
                for u in range(n)}
-    r = Round(server, clients, inputs, server.start(), identities, [])
-    drop = drop or {}
-    gone: set[int] = set()
-    for st in ORDER:
-        if st == "consistency_check" and mode != "malicious":
-            continue
-        if st == stage:
+    r = Round(server, clients, inputs, [], identities, [])
+    harness = _Harness(r, drop or {})
+    for run in RoundDriver(server, harness).steps():
+        if run.stage == stage:
+            r.outgoing = list(run.outgoing)
             return r
-        gone |= drop.get(st, set())
-        r.answer(r.outgoing, skip=gone)
-        r.outgoing = server.close_stage()
+        harness.deliver(run)
     raise ValueError(stage)
