@@ -37,6 +37,9 @@ class Mode(StrEnum):
     MALICIOUS = "malicious"  # adds ConsistencyCheck and signed keys
 
 
+assert tuple(Mode) == MODES  # the wire accepts exactly the modes a configuration names
+
+
 class ConfigError(ValueError):
     """An invalid round configuration, or one that cannot be resolved for the cohort (a bad
     argument of this party's own, never a protocol violation by a peer)."""
@@ -88,16 +91,16 @@ class RoundConfig:
             raise ConfigError(str(exc)) from exc
         if t > k:
             raise ConfigError(f"threshold {t} exceeds the number of neighbours {k}")
-        if self.mode == "malicious" and 2 * t <= k:
+        if self.mode == Mode.MALICIOUS and 2 * t <= k:
             raise ConfigError(f"malicious mode needs 2t > k, got t = {t}, k = {k}")
         dropped = math.ceil(Fraction(str(self.dropout_rate)) * n)
         corrupted = math.ceil(Fraction(str(self.corrupt_rate)) * n)
         quorum = max(t, (n + corrupted) // 2 + 1)
-        default = t if self.mode == "semi-honest" else max(t, n - dropped, quorum)
+        default = t if self.mode == Mode.SEMI_HONEST else max(t, n - dropped, quorum)
         m = self.min_survivors if self.min_survivors is not None else default
         if m > n:
             raise ConfigError(f"min_survivors {m} exceeds the cohort size {n}")
-        if self.mode == "malicious" and quorum > n:
+        if self.mode == Mode.MALICIOUS and quorum > n:
             raise ConfigError(f"the consistency quorum {quorum} exceeds the cohort size {n}")
         return RoundParameters(n, k, t, m, analysis, corrupted, quorum)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from enum import Enum, StrEnum
 
+from .config import Mode
 from .errors import LocalProtocolError
 from .messages import (
     AdvertiseKeys,
@@ -74,9 +75,9 @@ CLIENT_TRANSITIONS: dict[tuple[str, ClientState, type], ClientState] = {
     (ANY, C.AWAIT_KEYS, KeysBroadcast): C.AWAIT_SHARES,
     (ANY, C.AWAIT_SHARES, SharesDelivery): C.AWAIT_INPUT,
     (ANY, C.AWAIT_INPUT, InputGiven): C.MASKED,  # at once when the input came before
-    ("semi-honest", C.MASKED, UnmaskRequest): C.DONE,
-    ("malicious", C.MASKED, ConsistencyRequest): C.SIGNED,
-    ("malicious", C.SIGNED, UnmaskRequest): C.DONE,
+    (Mode.SEMI_HONEST, C.MASKED, UnmaskRequest): C.DONE,
+    (Mode.MALICIOUS, C.MASKED, ConsistencyRequest): C.SIGNED,
+    (Mode.MALICIOUS, C.SIGNED, UnmaskRequest): C.DONE,
 }
 
 #: server message type -> the stage it opens (what a client is answering when it receives it).
@@ -102,9 +103,9 @@ SERVER_TRANSITIONS: dict[tuple[str, ServerState], ServerState] = {
     (ANY, S.SETUP): S.ADVERTISE_KEYS,
     (ANY, S.ADVERTISE_KEYS): S.SHARE_KEYS,
     (ANY, S.SHARE_KEYS): S.MASKED_INPUT,
-    ("semi-honest", S.MASKED_INPUT): S.UNMASKING,
-    ("malicious", S.MASKED_INPUT): S.CONSISTENCY_CHECK,
-    ("malicious", S.CONSISTENCY_CHECK): S.UNMASKING,
+    (Mode.SEMI_HONEST, S.MASKED_INPUT): S.UNMASKING,
+    (Mode.MALICIOUS, S.MASKED_INPUT): S.CONSISTENCY_CHECK,
+    (Mode.MALICIOUS, S.CONSISTENCY_CHECK): S.UNMASKING,
     (ANY, S.UNMASKING): S.DONE,
 }
 
