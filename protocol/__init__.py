@@ -1,4 +1,4 @@
-"""protocol: sans-IO SecAgg / SecAgg+ rounds, wire format, simulation and command line.
+"""protocol: sans-IO SecAgg / SecAgg+ rounds, the round driver, its hosts and the command line.
 
 Bonawitz et al. (CCS 2017) section 4 with the SecAgg+ graph of Bell et al. (CCS 2020):
 AdvertiseKeys, ShareKeys, MaskedInput, ConsistencyCheck (malicious mode), Unmasking.
@@ -9,37 +9,51 @@ AdvertiseKeys, ShareKeys, MaskedInput, ConsistencyCheck (malicious mode), Unmask
 """
 
 from .client import ClientRound, InputError
-from .config import ConfigError, RoundConfig, RoundParameters
+from .config import ConfigError, Mode, RoundConfig, RoundParameters
+from .driver import AsyncHost, Drop, DropReason, Host, RoundDriver, StageRun
 from .errors import (
+    AbortReason,
     LocalProtocolError,
     ProtocolError,
     RemoteProtocolError,
     RoundAborted,
     WireError,
 )
+from .participant import Participant
 from .server import ServerRound
 from .simulate import SimulationResult, Transcript, simulate_round
-from .transitions import STAGES, ClientState, ServerState
+from .transitions import STAGES, ClientState, ServerState, Stage, stage_order
 from .wire import decode, encode
 
 __all__ = [
     "STAGES",
+    "AbortReason",
+    "AsyncHost",
     "ClientRound",
     "ClientState",
     "ConfigError",
+    "Drop",
+    "DropReason",
+    "Host",
     "InputError",
     "LocalProtocolError",
+    "Mode",
+    "Participant",
     "ProtocolError",
     "RemoteProtocolError",
     "RoundAborted",
     "RoundConfig",
+    "RoundDriver",
     "RoundParameters",
     "ServerRound",
     "ServerState",
     "SimulationResult",
+    "Stage",
+    "StageRun",
     "Transcript",
     "WireError",
     "decode",
     "encode",
     "simulate_round",
+    "stage_order",
 ]
