@@ -182,3 +182,38 @@ def test_simulate_prints_the_pins_for_the_next_audit(tmp_path, capsys):
                  "3", "--ledger", str(path), "--seed", "1"]) == 0
     ledger_id = json.loads(path.read_bytes().splitlines()[0])["ledger_id"]
     assert f"--ledger-id {ledger_id} --min-rounds 1" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# An existing ledger is appended to only under the budget it was created for
+# --------------------------------------------------------------------------------------------
+
+
+def _simulate(path, epsilon, seed, *extra):
+    return main(["simulate", "--clients", "10", "--dim", "50", "--epsilon", epsilon,
+                 "--ledger", str(path), "--seed", seed, *extra])
+
+
+def test_simulate_refuses_a_ledger_created_for_another_budget(tmp_path, capsys):
+    path = tmp_path / "l.jsonl"
+    assert _simulate(path, "8", "1") == 0
+    before, head = path.read_bytes(), _head(path).read_bytes()
+    capsys.readouterr()
+    assert _simulate(path, "4", "2") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("secagg: ") and "was created for the budget" in err
+    assert path.read_bytes() == before and _head(path).read_bytes() == head
+
+
+def test_simulate_appends_to_a_ledger_of_the_same_budget(tmp_path, capsys):
+    path = tmp_path / "l.jsonl"
+    # the first run creates the ledger; its one round aborts (5 survivors, n_min 8) uncharged
+    assert _simulate(path, "8", "1", "--dropout", "0.5", "--n-min", "8") == 1
+    before = path.read_bytes()
+    assert len(before.splitlines()) == 1
+    assert _simulate(path, "8", "2") == 0
+    after = path.read_bytes()
+    assert after.startswith(before) and len(after.splitlines()) == 2
+    capsys.readouterr()
+    assert main(["budget", "verify", "--json", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["rounds"] == 1

@@ -216,7 +216,8 @@ def test_alive_neighbours_get_the_b_share_and_dead_ones_the_key_share():
     for m in r.outgoing:
         client = r.clients[m.recipient]
         resp = client.receive(m)[0]
-        assert dict(resp.self_mask_shares) == {v: client._shares.held[v][0].to_bytes() for v in m.alive}
+        assert dict(resp.self_mask_shares) == {v: client._shares.held[v][0].to_bytes()
+                                               for v in m.alive}
         assert dict(resp.key_shares) == {v: client._shares.held[v][1].to_bytes() for v in m.dead}
         checked += len(m.dead)
     assert checked  # some neighbour of a survivor dropped, so key shares were exercised

@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pytest
 
-import protocol.dp_round as dp_round
 import protocol.dp_plan as dp_plan
+import protocol.dp_round as dp_round
 from dp.errors import BudgetExceeded, ParameterError, UpdateError
 from dp.events import DistributedDiscreteGaussianDpEvent, SkellamDpEvent
 from dp.ledger import Budget, Ledger, verify

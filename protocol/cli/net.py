@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
+from .common import positive
 
 
-def add_net_parsers(sub, positive) -> None:
+def add_net_parsers(sub) -> None:
+    """Add ``server``, ``client`` and ``certs`` to ``sub``."""
     srv = sub.add_parser("server", help="run the aggregation server (gRPC, mutual TLS)")
     srv.add_argument("--config", type=Path, required=True, help="server.toml")
     cli = sub.add_parser("client", help="run one client until the server's last round")
@@ -42,8 +44,10 @@ def add_net_parsers(sub, positive) -> None:
 
 
 def run_net(args: argparse.Namespace) -> int:
-    from .net.jsonlog import JsonLog
-    from .net.settings import SettingsError, load_client, load_server
+    """Run ``server``, ``client`` or ``certs``; exit 2 on a bad configuration, otherwise the
+    party's own exit code (0 when every round completed)."""
+    from ..net.jsonlog import JsonLog
+    from ..net.settings import SettingsError, load_client, load_server
 
     if args.command == "certs":
         return _certs(args)
@@ -56,7 +60,7 @@ def run_net(args: argparse.Namespace) -> int:
     log = JsonLog(settings.log, party=party if party == "server" else f"client-{settings.id}")
     try:
         if party == "server":
-            from .net.server import serve
+            from ..net.server import serve
 
             code = serve(settings, log)
         else:
@@ -70,7 +74,7 @@ def run_net(args: argparse.Namespace) -> int:
 
 
 def _client(args, settings, log) -> int:
-    from .net.client import RoundFailed, run_client
+    from ..net.client import RoundFailed, run_client
 
     try:
         update = np.load(args.input, allow_pickle=False)
@@ -99,7 +103,7 @@ def _client(args, settings, log) -> int:
 def _certs(args: argparse.Namespace) -> int:
     from dp.errors import DPError
 
-    from .net.certs import DemoOptions, write_demo
+    from ..net.certs import DemoOptions, write_demo
 
     opts = DemoOptions(clients=args.clients, port=args.port, dim=args.dim, rounds=args.rounds,
                        mode=args.mode, dp=not args.no_dp, epsilon=args.epsilon,

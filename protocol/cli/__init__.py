@@ -1,0 +1,55 @@
+"""The ``secagg`` command line: :func:`build_parser` and :func:`main` dispatch to the
+subcommands, each in its own module.
+
+- :mod:`protocol.cli.simulate`: ``secagg simulate``, one whole SecAgg+ round in this process,
+  checked and summarised, with a progress bar per stage.
+- :mod:`protocol.cli.dp`: ``secagg simulate --epsilon ...``, the DP options and R rounds of
+  DP aggregation charged to a privacy ledger.
+- :mod:`protocol.cli.budget`: ``secagg budget show|verify|plot``, a privacy ledger inspected,
+  verified against pins, or plotted.
+- :mod:`protocol.cli.net`: ``secagg server``, ``secagg client`` and ``secagg certs``, the
+  networked deployment.
+- :mod:`protocol.cli.common`: argument types, the round configuration and the dropout schedule
+  the subcommands share.
+
+``python -m protocol.cli`` runs :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .budget import add_budget_parser, budget
+from .dp import add_dp_arguments, simulate_dp
+from .net import add_net_parsers, run_net
+from .simulate import add_simulate_parser, progress, simulate
+
+__all__ = ["build_parser", "main"]
+
+#: The description ``secagg --help`` prints.
+DESCRIPTION = "The ``secagg`` command line (the outermost layer, DESIGN.md section 2)."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every ``secagg`` subcommand."""
+    parser = argparse.ArgumentParser(prog="secagg", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_dp_arguments(add_simulate_parser(sub))
+    add_budget_parser(sub)
+    add_net_parsers(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``) and run the subcommand; returns its exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "budget":
+        return budget(args)
+    if args.command in ("server", "client", "certs"):
+        return run_net(args)
+    if args.epsilon is not None:
+        show, finish = progress(sys.stderr)
+        return simulate_dp(args, show, finish)
+    return simulate(args)

@@ -1,0 +1,115 @@
+"""``secagg budget show|verify|plot LEDGER``: inspect, verify or plot a privacy ledger.
+
+``secagg budget verify LEDGER --public-key K --ledger-id HEX --min-rounds N`` pins what an
+earlier audit saw (``secagg budget show`` prints the id and the round count to record): another
+ledger signed with the same key, or a truncated history, exits 1 like any failed verification.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dp.errors import LedgerError
+from dp.ledger import LEDGER_ID_HEX, verify
+
+
+def _ledger_id(text: str) -> str:
+    if len(text) != LEDGER_ID_HEX or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise argparse.ArgumentTypeError(f"a ledger id is {LEDGER_ID_HEX} hex digits "
+                                         "(as printed by `secagg budget show`)")
+    return text.lower()
+
+
+def _rounds(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError("an integer >= 0")
+    return n
+
+
+def add_budget_parser(sub) -> None:
+    """Add ``budget`` and its subcommands ``show``, ``verify`` and ``plot`` to ``sub``."""
+    bud = sub.add_parser("budget", help="inspect, verify or plot a privacy ledger")
+    bsub = bud.add_subparsers(dest="budget_command", required=True)
+    for name, text in (("show", "print the ledger id, the rounds and the cumulative epsilon"),
+                       ("verify", "check chain, signatures and every epsilon (independent "
+                                  "accountant), and the pins; exit 1 naming the first bad "
+                                  "line"),
+                       ("plot", "write a PNG of cumulative epsilon per round")):
+        p = bsub.add_parser(name, help=text)
+        p.add_argument("ledger", type=Path)
+        p.add_argument("--public-key", default=None,
+                       help="the signer's Ed25519 public key (hex) to pin signatures to")
+        p.add_argument("--ledger-id", type=_ledger_id, default=None, metavar="HEX",
+                       help="pin the ledger id recorded at an earlier audit: another ledger "
+                            "signed with the same key (a rollback) is refused")
+        p.add_argument("--min-rounds", type=_rounds, default=None, metavar="N",
+                       help="pin the round count recorded at an earlier audit: a history "
+                            "truncated below N rounds (even with a re-signed head) is refused")
+        if name == "plot":
+            p.add_argument("--output", "-o", type=Path, default=None,
+                           help="PNG path (default LEDGER.png)")
+        if name in ("show", "verify"):
+            p.add_argument("--json", action="store_true")
+
+
+def budget(args: argparse.Namespace) -> int:
+    """Verify the ledger (with the pins), then show, verify or plot it; exit 1 if it does not
+    verify."""
+    try:
+        report = verify(args.ledger, args.public_key, expected_id=args.ledger_id,
+                        min_rounds=args.min_rounds)
+    except LedgerError as exc:
+        print(f"secagg budget: {args.ledger}: INVALID: {exc}", file=sys.stderr)
+        return 1
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.budget_command == "plot":
+        from dp.plot import plot_epsilon
+
+        out = args.output or args.ledger.with_suffix(args.ledger.suffix + ".png")
+        plot_epsilon(report, out, title=args.ledger.name)
+        print(f"wrote {out}")
+        return 0
+    summary = {"ledger": str(args.ledger), "ledger_id": report.ledger_id, "valid": True,
+               "rounds": report.entries, "epsilon": report.epsilon, "delta": report.delta,
+               "budget": {"epsilon": report.budget.epsilon, "delta": report.budget.delta},
+               "signed": report.signed,
+               "pinned": {"ledger_id": args.ledger_id, "min_rounds": args.min_rounds}}
+    if args.budget_command == "verify":
+        _print_verified(args, report, summary)
+    elif args.json:
+        print(json.dumps({**summary, "rows": report.rows}))
+    else:
+        _print_rows(report)
+    return 0
+
+
+def _print_verified(args: argparse.Namespace, report, summary: dict) -> None:
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"{args.ledger}: valid; ledger id {report.ledger_id}; {report.entries} "
+          f"rounds, epsilon {report.epsilon} delta {report.delta:.3g} of budget "
+          f"({report.budget.epsilon}, {report.budget.delta:g}); "
+          f"{'signed' if report.signed else 'unsigned'}")
+
+
+def _print_rows(report) -> None:
+    print(f"ledger id: {report.ledger_id}")
+    print(f"record for the next audit: --ledger-id {report.ledger_id} --min-rounds "
+          f"{report.entries}")
+    print(f"{'line':>4} {'round':>5} {'session':<16} {'mechanism':<18} {'surv':>9} "
+          f"{'epsilon':>10}")
+    for r in report.rows:
+        print(f"{r['line']:>4} {r['round']:>5} {str(r['session'])[:16]:<16} "
+              f"{str(r['mechanism']):<18} {r['survivors']:>4}/{r['cohort']:<4} "
+              f"{r['epsilon']:>10.6f}")
+    print(f"spent: epsilon {report.epsilon} delta {report.delta:.3g}; budget "
+          f"({report.budget.epsilon}, {report.budget.delta:g})")
