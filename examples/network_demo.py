@@ -29,6 +29,7 @@ import numpy as np
 
 from dp.ledger import verify
 from protocol.dp_plan import plan_dp
+from protocol.net.errors import ExitCode
 from protocol.net.settings import load_server
 
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"network_demo: --drop {args.drop} is outside [0, {n - need}]: every round needs "
               f"at least {need} of the {n} clients ({why}); make a larger demo with "
               f"`secagg certs --clients`", file=sys.stderr)
-        return 2
+        return ExitCode.CONFIG
     exe = [sys.executable, "-m", "protocol.cli"]
     start_log = len(_log_events(settings.log)) if settings.log else 0
     server = subprocess.Popen([*exe, "server", "--config", str(d / "server.toml")])
@@ -95,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                 p.kill()
             p.wait()
     events = _log_events(settings.log)[start_log:]
-    ok = code == 0
-    print(f"server exit status {code}")
+    ok = code == ExitCode.OK
+    names = {c.value: c.name for c in ExitCode}
+    print(f"server exit status {code}" + (f" ({names[code]})" if code in names else ""))
     inputs = {u: np.load(d / f"update-{u}.npy") for u in clients}
     bits = settings.round.bits
     for e in events:

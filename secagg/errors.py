@@ -83,5 +83,8 @@ class SignatureError(SecAggValueError):
         super().__init__("signature verification failed")
 
 
-class ParameterError(SecAggValueError):
-    """Graph or threshold parameters that are invalid or cannot meet the security target."""
+class GraphParameterError(SecAggValueError):
+    """SecAgg+ neighbour-graph parameters that are invalid or cannot meet the security and
+    correctness targets: the cohort, the degree k, the threshold t, the dropout and corruption
+    rates or the targets (:mod:`secagg.params`), or the client ids of a graph
+    (:mod:`secagg.graph`)."""

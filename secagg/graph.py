@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .encoding import require_bytes, require_uint
-from .errors import ParameterError, SecAggTypeError
+from .errors import GraphParameterError, SecAggTypeError
 from .prg import MaskStream
 from .ring import Ring
 
@@ -79,9 +79,9 @@ def _check_clients(clients: Iterable[int], minimum: int = 2) -> tuple[int, ...]:
         for c in ids:  # slow path: name the offending id
             require_uint(c, "client id")
     if len(set(ids)) != len(ids):
-        raise ParameterError("client ids must be distinct")
+        raise GraphParameterError("client ids must be distinct")
     if len(ids) < minimum:
-        raise ParameterError(f"a graph needs at least {minimum} clients, got {len(ids)}")
+        raise GraphParameterError(f"a graph needs at least {minimum} clients, got {len(ids)}")
     return ids
 
 
@@ -111,13 +111,13 @@ class NeighbourGraph:
         return self.k == self.n - 1
 
     def neighbours(self, u: int) -> frozenset[int]:
-        """N(u), not including u. Unknown ids raise :class:`ParameterError`."""
+        """N(u), not including u. Unknown ids raise :class:`GraphParameterError`."""
         cached = self._cache.get(u)
         if cached is not None:
             return cached
         i = self._position.get(u) if isinstance(u, int) and not isinstance(u, bool) else None
         if i is None:
-            raise ParameterError(f"client {u} is not in the graph")
+            raise GraphParameterError(f"client {u} is not in the graph")
         if self.complete:
             nb = frozenset(self.ordering[:i] + self.ordering[i + 1 :])
         else:
@@ -150,5 +150,5 @@ def harary_graph(clients: Iterable[int], k: int, *, seed: bytes) -> NeighbourGra
     if k >= n - 1:
         return complete_graph(ids)
     if k < 2 or k % 2:
-        raise ParameterError(f"Harary degree k must be even and at least 2, got {k}")
+        raise GraphParameterError(f"Harary degree k must be even and at least 2, got {k}")
     return _graph(public_shuffle(sorted(ids), seed), k)

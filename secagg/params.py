@@ -39,7 +39,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .errors import ParameterError, SecAggTypeError
+from .errors import GraphParameterError, SecAggTypeError
 
 MODES = ("semi-honest", "malicious")
 SECURITY_BITS = 40
@@ -52,10 +52,10 @@ def _rate(value: object, name: str) -> Fraction:
     if isinstance(value, bool) or not isinstance(value, int | float | Fraction):
         raise SecAggTypeError(f"{name} must be a number")
     if isinstance(value, float) and not math.isfinite(value):
-        raise ParameterError(f"{name} must be finite, got {value}")
+        raise GraphParameterError(f"{name} must be finite, got {value}")
     r = Fraction(str(value)) if isinstance(value, float) else Fraction(value)
     if not 0 <= r < 1:
-        raise ParameterError(f"{name} must be in [0, 1), got {value}")
+        raise GraphParameterError(f"{name} must be in [0, 1), got {value}")
     return r
 
 
@@ -63,7 +63,7 @@ def _target_bits(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise SecAggTypeError(f"{name} must be an int")
     if not 1 <= value <= MAX_TARGET_BITS:
-        raise ParameterError(f"{name} must be in [1, {MAX_TARGET_BITS}], got {value}")
+        raise GraphParameterError(f"{name} must be in [1, {MAX_TARGET_BITS}], got {value}")
     return value
 
 
@@ -133,14 +133,14 @@ class _Cohort:
         if isinstance(n, bool) or not isinstance(n, int):
             raise SecAggTypeError("n must be an int")
         if not 3 <= n <= MAX_CLIENTS:
-            raise ParameterError(f"cohort size {n} outside [3, {MAX_CLIENTS}]")
+            raise GraphParameterError(f"cohort size {n} outside [3, {MAX_CLIENTS}]")
         if mode not in MODES:
-            raise ParameterError(f"unknown mode {mode!r}; choose one of {MODES}")
+            raise GraphParameterError(f"unknown mode {mode!r}; choose one of {MODES}")
         self.n, self.mode = n, mode
         self.A = math.ceil(_rate(corrupt_rate, "corrupt_rate") * n)
         self.D = math.ceil(_rate(dropout_rate, "dropout_rate") * n)
         if self.A + self.D >= n:
-            raise ParameterError("corrupted plus dropped clients leave no honest survivor")
+            raise GraphParameterError("corrupted plus dropped clients leave no honest survivor")
 
     def disconnect(self, k: int) -> tuple[int, int]:
         """(numerator, denominator) bounding P[honest survivors' subgraph disconnected]."""
@@ -221,7 +221,7 @@ def find_parameters(
     """The smallest even degree k (and the smallest secure t) meeting both targets.
 
     Falls back to the complete graph when no sparse degree works (small cohorts), or uses it
-    directly when ``complete=True``. Raises :class:`ParameterError` when even the complete
+    directly when ``complete=True``. Raises :class:`GraphParameterError` when even the complete
     graph cannot meet the targets (too many dropouts or corrupted clients for n).
     """
     if not isinstance(complete, bool):
@@ -249,7 +249,7 @@ def find_parameters(
                 float(corrupt_rate),
                 cohort.analyse(k, t_lo),
             )
-    raise ParameterError(
+    raise GraphParameterError(
         f"no (k, t) meets 2^-{security_bits} security and 2^-{failure_bits} failure for "
         f"n={n}, dropout_rate={dropout_rate}, corrupt_rate={corrupt_rate}, mode={mode}"
     )
@@ -261,9 +261,9 @@ def analyse_parameters(
     """The bad-event bounds of a given (n, k, t), e.g. to check a hand-picked configuration."""
     cohort = _Cohort(n, dropout_rate, corrupt_rate, mode)
     if isinstance(k, bool) or not isinstance(k, int) or not (2 <= k <= n - 1):
-        raise ParameterError(f"k must be in [2, n - 1], got {k}")
+        raise GraphParameterError(f"k must be in [2, n - 1], got {k}")
     if k < n - 1 and k % 2:
-        raise ParameterError(f"a Harary degree must be even, got {k}")
+        raise GraphParameterError(f"a Harary degree must be even, got {k}")
     if isinstance(t, bool) or not isinstance(t, int) or not (1 <= t <= k):
-        raise ParameterError(f"threshold must be in [1, k], got {t}")
+        raise GraphParameterError(f"threshold must be in [1, k], got {t}")
     return cohort.analyse(k, t)

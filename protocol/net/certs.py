@@ -59,7 +59,10 @@ def _shared(o: DemoOptions) -> str:
 
 
 def write_demo(out: str | Path, o: DemoOptions) -> list[Path]:
-    """Write the demo deployment into ``out`` (created; existing key files are refused)."""
+    """Write the demo deployment into ``out`` (created; existing key files are refused).
+    Raises ConfigError or a DPError if the round or DP options are invalid, SettingsError if
+    no round over the clients can run with them, FileExistsError if ``out`` already holds a
+    deployment, OSError if a file cannot be written."""
     from ..config import RoundConfig
     from ..dp_plan import DPConfig
     from .settings import runnable

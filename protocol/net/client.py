@@ -38,7 +38,7 @@ import grpc
 import numpy as np
 
 from dp.errors import BudgetExceeded, DPError
-from dp.ledger import Ledger
+from dp.ledger import Ledger, open_ledger
 from dp.update import UpdateSpec, flatten, unflatten
 from secagg import Ring, SecAggError, SigningKey
 
@@ -48,6 +48,15 @@ from ..errors import ProtocolError, RemoteProtocolError, WireError
 from ..messages import Setup, SharesDelivery
 from ..sessions import FileSessionStore
 from ..wire import decode, encode
+from .errors import (
+    CertificateError,
+    ConnectionLost,
+    ExitCode,
+    NetError,
+    RoundFailed,
+    ServerRefused,
+    SettingsError,
+)
 from .frames import (
     ABORT,
     BYE,
@@ -58,32 +67,19 @@ from .frames import (
     Decline,
     decode_frame,
     encode_frame,
+    printable_ascii,
     protocol_frame,
 )
 from .jsonlog import JsonLog
-from .server import _ascii, check_budget_matches, load_signing_key
+from .keys import load_signing_key
 from .service import PATH, client_options
-from .settings import ClientSettings, SettingsError, load_client
+from .settings import ClientSettings, load_client
 from .tls import read_pem
 
+__all__ = ["AsyncClient", "ConnectionLost", "NetError", "RoundFailed", "RoundResult",
+           "SecAggClient", "ServerRefused", "run_client"]
+
 InputProvider = Callable[[bytes, int], Awaitable[tuple[object, float | None] | None]]
-
-
-class NetError(ProtocolError):
-    """Base class of the transport's client-side errors."""
-
-
-class ServerRefused(NetError):
-    """The server could not be trusted or would not have us: TLS failure, a refused
-    certificate, or a configuration digest that differs from ours."""
-
-
-class ConnectionLost(NetError):
-    """The stream to the server ended without the server's goodbye."""
-
-
-class RoundFailed(NetError):
-    """The round this client's input went to did not produce an aggregate for it."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +93,10 @@ class RoundResult:
 
 
 class AsyncClient:
-    """One client's connection; :meth:`serve` answers rounds until the server says goodbye."""
+    """One client's connection; :meth:`serve` answers rounds until the server says goodbye.
+
+    Raises SettingsError if the identity key cannot be loaded or malicious mode has no
+    ``state_dir``, and a DPError if the DP parameters cannot be planned for the cohort."""
 
     def __init__(self, settings: ClientSettings, *, log: JsonLog | None = None,
                  provider: InputProvider | None = None) -> None:
@@ -133,18 +132,16 @@ class AsyncClient:
         if self.plan is None or self.ledger is not None:
             return
         key = load_signing_key(s.ledger_key) if s.ledger_key is not None else None
-        if s.ledger.exists():
-            ledger = Ledger.open(s.ledger, signing_key=key)
-            check_budget_matches(ledger, s.dp.budget)
-            self.ledger = ledger
-        else:
-            self.ledger = Ledger.create(s.ledger, s.dp.budget, owner=f"client-{s.id}",
-                                        signing_key=key)
+        self.ledger = open_ledger(s.ledger, s.dp.budget, key=key, owner=f"client-{s.id}")
         self.dp = DPClient(s.id, self.plan, self.ledger)
 
     async def connect(self) -> None:
-        """Open the stream and check the server's WELCOME; raises ServerRefused or
-        ConnectionLost."""
+        """Open this client's ledger (with DP), then the stream, and check the server's
+        WELCOME. Raises ServerRefused if the server is refused or refuses this client,
+        ConnectionLost if it cannot be reached, CertificateError if a TLS file cannot be
+        used, SettingsError if the ledger key cannot be loaded, and a LedgerError
+        (BudgetMismatch for a ledger made for another budget) if the ledger cannot be
+        used."""
         s = self.s
         self._open_ledger()
         creds = grpc.ssl_channel_credentials(
@@ -194,7 +191,8 @@ class AsyncClient:
     async def close(self, reason: str = "client closing") -> None:
         if self.call is not None and not self.call.done():
             try:
-                await asyncio.wait_for(self.call.write(encode_frame(Bye(_ascii(reason)))), 2.0)
+                bye = encode_frame(Bye(printable_ascii(reason)))
+                await asyncio.wait_for(self.call.write(bye), 2.0)
                 await asyncio.wait_for(self.call.done_writing(), 2.0)
             except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError,
                     asyncio.CancelledError, TimeoutError):
@@ -219,12 +217,12 @@ class AsyncClient:
         """Answer rounds until the server's BYE (its reason is returned); raises
         ConnectionLost if the stream breaks. Frames are read by a separate task while this
         one computes, so what the server sent before closing is still handled in order."""
-        frames: asyncio.Queue[bytes | NetError] = asyncio.Queue()
+        frames: asyncio.Queue[bytes | ConnectionLost] = asyncio.Queue()
         reader = asyncio.create_task(self._read_frames(frames))
         try:
             while True:
                 data = await frames.get()
-                if isinstance(data, NetError):
+                if isinstance(data, ConnectionLost):
                     raise data
                 try:
                     kind, body = decode_frame(data)
@@ -272,7 +270,7 @@ class AsyncClient:
             await self._decline(cr.setup.session_id, cr.setup.round, public or reason)
 
     async def _decline(self, session_id: bytes, rnd: int, reason: str) -> None:
-        await self._send(encode_frame(Decline(session_id, rnd, _ascii(reason))))
+        await self._send(encode_frame(Decline(session_id, rnd, printable_ascii(reason))))
 
     async def _on_message(self, msg) -> None:
         if isinstance(msg, Setup):
@@ -423,27 +421,29 @@ class AsyncClient:
 async def run_client(settings: ClientSettings, update: object, *, weight: float | None = None,
                      log: JsonLog | None = None,
                      on_result: Callable[[RoundResult | RoundFailed], None] | None = None,
-                     factory: Callable[..., AsyncClient] | None = None) -> int:
+                     factory: Callable[..., AsyncClient] | None = None) -> ExitCode:
     """The command line's client: the same update every round until the server's BYE;
     reconnects (within ``connect_timeout`` of losing the connection) if the stream breaks.
-    Returns the exit code: 0 after the server's goodbye, 5 if the server is refused, 6 if it
-    cannot be reached, 2 for a bad configuration or ledger."""
+    Returns the exit code: OK after the server's goodbye, SERVER_REFUSED if the server is
+    refused or refuses this client, UNREACHABLE if it cannot be reached, CONFIG for a bad
+    configuration, certificate, key or ledger, or an input that does not fit."""
 
     async def provider(session: bytes, rnd: int):
         return update, weight
 
     try:
         client = (factory or AsyncClient)(settings, log=log, provider=provider)
-    except (SettingsError, DPError) as exc:
-        (log or JsonLog(None, party="client"))("exit", level="error", code=2, reason=str(exc))
-        return 2
+    except (SettingsError, CertificateError, DPError) as exc:
+        (log or JsonLog(None, party="client"))("exit", level="error", code=ExitCode.CONFIG,
+                                               reason=str(exc))
+        return ExitCode.CONFIG
     problem = client.check_input(update, weight)
     if problem is not None:  # refused before connecting: the same input goes to every round
         print(f"secagg client: the input does not fit the deployment: {problem}",
               file=sys.stderr)
-        client.log("exit", level="error", code=2,
+        client.log("exit", level="error", code=ExitCode.CONFIG,
                    reason="the input does not fit the deployment (details on stderr)")
-        return 2
+        return ExitCode.CONFIG
     client.on_result = on_result
     loop = asyncio.get_running_loop()
     deadline, delay = None, 0.2
@@ -453,30 +453,35 @@ async def run_client(settings: ClientSettings, update: object, *, weight: float 
                 await client.connect()
                 deadline, delay = None, 0.2
                 reason = await client.serve()
-                client.log("exit", code=0, reason=reason)
-                return 0
+                client.log("exit", code=ExitCode.OK, reason=reason)
+                return ExitCode.OK
             except ConnectionLost as exc:
                 await client._close_channel()
                 deadline = deadline or loop.time() + settings.connect_timeout
                 if loop.time() >= deadline:
-                    client.log("exit", level="error", code=6, reason=str(exc))
-                    return 6
+                    client.log("exit", level="error", code=ExitCode.UNREACHABLE,
+                               reason=str(exc))
+                    return ExitCode.UNREACHABLE
                 client.log("reconnecting", level="warning", reason=str(exc))
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
             except ServerRefused as exc:
-                client.log("exit", level="error", code=5, reason=str(exc))
-                return 5
-    except (SettingsError, DPError) as exc:
-        client.log("exit", level="error", code=2, reason=str(exc))
-        return 2
+                client.log("exit", level="error", code=ExitCode.SERVER_REFUSED,
+                           reason=str(exc))
+                return ExitCode.SERVER_REFUSED
+    except (SettingsError, CertificateError, DPError) as exc:
+        client.log("exit", level="error", code=ExitCode.CONFIG, reason=str(exc))
+        return ExitCode.CONFIG
     finally:
         await client.close()
 
 
 class SecAggClient:
     """Blocking client for a training loop: ``round(update)`` gives this client's update to
-    the next round that needs an input and returns that round's published aggregate."""
+    the next round that needs an input and returns that round's published aggregate.
+
+    ``settings`` is a :class:`ClientSettings` or the path of ``client.toml``; raises
+    SettingsError if that file cannot be used, as :class:`AsyncClient` does otherwise."""
 
     def __init__(self, settings: ClientSettings | str | Path, *,
                  log: JsonLog | None = None) -> None:
@@ -498,6 +503,8 @@ class SecAggClient:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def connect(self) -> SecAggClient:
+        """Connect and start answering rounds in the background; raises what
+        :meth:`AsyncClient.connect` raises."""
         self._thread.start()
         c = self._client
         self._run(c.connect())
@@ -518,7 +525,7 @@ class SecAggClient:
               timeout: float | None = None) -> RoundResult:
         """Hand ``update`` to the next round and wait for its aggregate. Raises RoundFailed
         if that round aborted or this client refused it, ConnectionLost if the server went
-        away."""
+        away, TimeoutError if no aggregate came within ``timeout`` seconds."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
 
         def put() -> None:

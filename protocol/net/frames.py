@@ -74,6 +74,12 @@ class Decline:
     reason: str
 
 
+def printable_ascii(text: str) -> str:
+    """``text`` made fit for a frame's text field: every character outside printable ASCII
+    replaced by ``?``, cut to :data:`MAX_TEXT` characters."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:MAX_TEXT]
+
+
 def _text(s: str) -> bytes:
     if not isinstance(s, str) or len(s) > MAX_TEXT or not (s.isascii() and s.isprintable()):
         raise WireError(f"frame text must be printable ASCII of at most {MAX_TEXT} characters")
@@ -97,6 +103,9 @@ def protocol_frame(wire_bytes: bytes) -> bytes:
 
 
 def encode_frame(frame: Welcome | Result | Abort | Bye | Decline) -> bytes:
+    """The bytes of a transport frame. Raises WireError if a field cannot be encoded (text
+    that is not printable ASCII, an integer outside [0, 2^32), a wrong-length id or digest,
+    unsorted survivors, an aggregate of another dtype or shape)."""
     head = bytes([TRANSPORT_VERSION])
     if isinstance(frame, Welcome):
         return (head + bytes([WELCOME]) + _u32(frame.client_id)
@@ -168,7 +177,8 @@ def _result(r: _Reader) -> Result:
 
 
 def decode_frame(data: bytes) -> tuple[int, object]:
-    """(kind, body): the wire bytes for PROTOCOL, else the decoded frame."""
+    """(kind, body): the wire bytes for PROTOCOL, else the decoded frame. Raises WireError
+    if ``data`` is not exactly one valid frame."""
     if not isinstance(data, bytes) or len(data) < 2:
         raise WireError("frame too short")
     if data[0] != TRANSPORT_VERSION:

@@ -20,8 +20,10 @@ MAX_TEXT = 300
 
 
 def _clean(key: str, value: object) -> object:
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        return int(value)  # an IntEnum (an exit code) is logged as its number
     if isinstance(value, float):
         return round(value, 6)
     if isinstance(value, str):
@@ -33,7 +35,8 @@ def _clean(key: str, value: object) -> object:
 
 
 class JsonLog:
-    """Append JSON lines to a file (or a stream); each line is flushed at once."""
+    """Append JSON lines to a file (or a stream); each line is flushed at once. Raises
+    OSError if the file cannot be opened."""
 
     def __init__(self, target: str | Path | IO[str] | None = None, *, party: str) -> None:
         if target is None:
@@ -47,6 +50,7 @@ class JsonLog:
         self.last_error: str | None = None  # the reason of the last error-level event
 
     def __call__(self, event: str, *, level: str = "info", **fields: object) -> None:
+        """Log one event. Raises TypeError if a field value is not loggable."""
         line = {"ts": round(time.time(), 3), "level": level, "party": self.party,
                 "event": event}
         line.update({k: _clean(k, v) for k, v in fields.items()})

@@ -28,16 +28,16 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from dp.errors import BudgetExceeded, DPError
-from dp.ledger import Ledger
+from dp.errors import BudgetExceeded, BudgetMismatch, DPError
+from dp.ledger import open_ledger
 
 from ..dp_plan import DPServer, plan_dp
 from ..errors import ProtocolError, RemoteProtocolError, RoundAborted, WireError
 from ..server import ServerRound
 from ..transitions import STAGES
 from ..wire import decode, encode
+from .errors import CertificateError, ExitCode, SettingsError
 from .frames import (
     BYE,
     DECLINE,
@@ -48,22 +48,18 @@ from .frames import (
     Welcome,
     decode_frame,
     encode_frame,
+    printable_ascii,
     protocol_frame,
 )
 from .jsonlog import JsonLog
+from .keys import load_signing_key
 from .service import handler, server_options
-from .settings import ServerSettings, SettingsError
-from .tls import CertificateError, fingerprint, read_pem
+from .settings import ServerSettings
+from .tls import fingerprint, read_pem
 
-EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_ABORTED, EXIT_BUDGET = 0, 1, 2, 3, 4
 # A client has at most one message per stage to send; more than this many unhandled frames
 # from one connection (e.g. sent between rounds, when nothing drains them) is a flood.
 MAX_QUEUED = 16
-
-
-def _ascii(text: str) -> str:
-    """Printable ASCII of at most 256 characters, for a BYE or ABORT frame."""
-    return "".join(c if " " <= c <= "~" else "?" for c in text)[:256]
 
 
 @dataclass
@@ -90,16 +86,9 @@ class _Peer:
             self.outbox.put_nowait(None)
 
 
-def load_signing_key(path) -> Ed25519PrivateKey:
-    try:
-        raw = bytes.fromhex(path.read_text().strip())
-        return Ed25519PrivateKey.from_private_bytes(raw)
-    except (OSError, ValueError) as exc:
-        raise SettingsError(f"cannot load the Ed25519 key {path}: {exc}") from None
-
-
 class AggregationServer:
-    """Runs ``settings.rounds`` rounds over the registered cohort; see the module docstring."""
+    """Runs ``settings.rounds`` rounds over the registered cohort; see the module docstring.
+    Raises a DPError if the DP parameters cannot be planned for the cohort."""
 
     def __init__(self, settings: ServerSettings, log: JsonLog) -> None:
         self.s, self.log = settings, log
@@ -204,7 +193,10 @@ class AggregationServer:
         peer.close(grpc.StatusCode.OK, reason)
 
     # -- the run -------------------------------------------------------------------------
-    async def run(self) -> int:
+    async def run(self) -> ExitCode:
+        """Listen, run the rounds and say goodbye to every client; returns the exit code.
+        Raises CertificateError if a TLS file cannot be used and SettingsError if the ledger
+        key cannot be loaded (:func:`serve` maps both to ExitCode.CONFIG)."""
         s = self.s
         hard = 2 * self.bound + (1 << 20)  # gRPC's own cap; the bound itself is checked above
         grpc_server = grpc.aio.server(options=server_options(hard),
@@ -217,7 +209,7 @@ class AggregationServer:
             self.port = grpc_server.add_secure_port(f"{s.host}:{s.port}", creds)
         except RuntimeError as exc:
             self.log("exit", level="error", reason=f"cannot listen on {s.host}:{s.port}: {exc}")
-            return EXIT_CONFIG
+            return ExitCode.CONFIG
         ledger = None
         bye = "all rounds done"
         try:
@@ -232,22 +224,26 @@ class AggregationServer:
             code, bye = await self._rounds(first, dps)
             return code
         except RoundAborted as exc:
-            code = EXIT_BUDGET if exc.reason.startswith("ledger") else EXIT_ABORTED
+            code = ExitCode.BUDGET if exc.reason.startswith("ledger") else ExitCode.ABORTED
             bye = f"round aborted in {exc.stage}: {exc.reason}"
             self.log("exit", level="error", code=code, stage=exc.stage,
                      reason=exc.reason, detail=exc.detail)
             return code
+        except BudgetMismatch as exc:  # the configuration, not the budget, is at fault
+            bye = "server stopped: its ledger was created for another budget"
+            self.log("exit", level="error", code=ExitCode.CONFIG, reason=str(exc))
+            return ExitCode.CONFIG
         except (BudgetExceeded, DPError) as exc:
             bye = f"server stopped: privacy budget or ledger: {exc}"
-            self.log("exit", level="error", code=EXIT_BUDGET, reason=str(exc))
-            return EXIT_BUDGET
+            self.log("exit", level="error", code=ExitCode.BUDGET, reason=str(exc))
+            return ExitCode.BUDGET
         except OSError as exc:
             bye = "server stopped: an I/O error"
-            self.log("exit", level="error", code=EXIT_ERROR,
+            self.log("exit", level="error", code=ExitCode.ERROR,
                      reason=f"I/O error: {exc.strerror or exc}")
-            return EXIT_ERROR
+            return ExitCode.ERROR
         finally:
-            self._broadcast(encode_frame(Bye(_ascii(bye))))
+            self._broadcast(encode_frame(Bye(printable_ascii(bye))))
             for p in list(self.peers.values()):
                 p.close(grpc.StatusCode.OK, "server stopping")
             await asyncio.sleep(0.05)
@@ -256,24 +252,27 @@ class AggregationServer:
                 ledger.close()
 
     def _open_ledger(self):
+        """The server's ledger (opened and verified, or created) and its DPServer; (None,
+        None) without DP. Raises SettingsError if the ledger key cannot be loaded,
+        BudgetMismatch if the ledger was created for another budget, and LedgerError if it
+        does not verify."""
         s = self.s
         if self.plan is None:
             return None, None
         key = load_signing_key(s.ledger_key) if s.ledger_key is not None else None
-        if s.ledger.exists():
-            ledger = Ledger.open(s.ledger, signing_key=key)  # verifies the whole history
-            check_budget_matches(ledger, s.dp.budget)
+        existed = s.ledger.exists()
+        ledger = open_ledger(s.ledger, s.dp.budget, key=key, owner="server")
+        if existed:
             self.log("ledger-opened", rounds=ledger.rounds, epsilon=ledger.spent()[0])
         else:
-            ledger = Ledger.create(s.ledger, s.dp.budget, owner="server", signing_key=key)
             self.log("ledger-created")
         return ledger, DPServer(self.plan, ledger)
 
-    async def _rounds(self, first: int, dps: DPServer | None) -> tuple[int, str]:
+    async def _rounds(self, first: int, dps: DPServer | None) -> tuple[ExitCode, str]:
         """Rounds ``first`` .. ``rounds - 1``, each in a fresh session. An aborted round is
         logged (by :meth:`_round`) and the next one starts; the run stops (RoundAborted) after
         ``max_aborts_in_a_row`` aborts in a row, or at once when the ledger refused. Returns
-        the exit code (3 if the last round aborted, else 0) and the goodbye text."""
+        the exit code (ABORTED if the last round aborted, else OK) and the goodbye text."""
         s = self.s
         in_a_row = aborted = 0
         for r in range(first, s.rounds):
@@ -289,7 +288,7 @@ class AggregationServer:
                 self._exclude(r, exc)
                 if exc.reason.startswith("ledger") or in_a_row >= s.max_aborts_in_a_row:
                     raise
-        code = EXIT_ABORTED if in_a_row else EXIT_OK
+        code = ExitCode.ABORTED if in_a_row else ExitCode.OK
         self.log("exit", level="error" if code else "info", code=code, rounds=s.rounds,
                  aborted=aborted, excluded=sorted(self.excluded))
         return code, "all rounds done" + (f", {aborted} aborted" if aborted else "")
@@ -523,25 +522,14 @@ class _RoundState:
         self.accepted: set[bytes] = set()  # SHA-256 of each accepted message, to name replays
 
 
-def check_budget_matches(ledger: Ledger, budget) -> None:
-    """Refuse a ledger whose recorded budget differs from the configured one (a lowered
-    budget in the configuration must not be silently ignored, nor a raised one applied)."""
-    got = ledger.budget
-    if (got.epsilon, got.delta) != (float(budget.epsilon), float(budget.delta)):
-        ledger.close()
-        raise SettingsError(f"the ledger {ledger.path} was created for the budget "
-                            f"(epsilon {got.epsilon}, delta {got.delta}), the configuration "
-                            f"says (epsilon {budget.epsilon}, delta {budget.delta}); start a "
-                            "new ledger or restore the configured budget")
-
-
-def serve(settings: ServerSettings, log: JsonLog) -> int:
-    """Run the server to completion; the process exit code."""
+def serve(settings: ServerSettings, log: JsonLog) -> ExitCode:
+    """Run the server to completion; the process exit code (CONFIG for a bad certificate,
+    key or ledger, BUDGET when the privacy budget or the ledger stops the run)."""
     try:
         return asyncio.run(AggregationServer(settings, log).run())
-    except (SettingsError, CertificateError) as exc:
-        log("exit", level="error", code=EXIT_CONFIG, reason=str(exc))
-        return EXIT_CONFIG
+    except (SettingsError, CertificateError, BudgetMismatch) as exc:
+        log("exit", level="error", code=ExitCode.CONFIG, reason=str(exc))
+        return ExitCode.CONFIG
     except DPError as exc:
-        log("exit", level="error", code=EXIT_BUDGET, reason=str(exc))
-        return EXIT_BUDGET
+        log("exit", level="error", code=ExitCode.BUDGET, reason=str(exc))
+        return ExitCode.BUDGET

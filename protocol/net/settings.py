@@ -20,19 +20,15 @@ from pathlib import Path
 
 from secagg import VerifyKey
 
-from ..config import RoundConfig
+from ..config import ConfigError, RoundConfig
 from ..dp_plan import DPConfig
-from ..errors import ProtocolError
 from ..messages import MAX_CLIENT_ID, MAX_VECTOR_BYTES
 from ..transitions import STAGES
+from .errors import SettingsError
 
 DEFAULT_PORT = 50051
 DEFAULT_DEADLINES = {"advertise_keys": 30.0, "share_keys": 30.0, "masked_input": 60.0,
                      "consistency_check": 30.0, "unmasking": 30.0}
-
-
-class SettingsError(ProtocolError):
-    """A configuration file that is missing, malformed, or inconsistent."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +112,9 @@ def _path(base: Path, t: _Table, key: str, default=...) -> Path | None:
 
 
 def load_registry(path: Path) -> Registry:
+    """The cohort listed in ``registry.toml``. Raises SettingsError if the file cannot be
+    read, a key is missing, unknown or of the wrong type, an id or certificate is listed
+    twice, or fewer than 3 clients are registered."""
     data = _Table(_load(path), str(path))
     rows = data.get("client", list)
     data.done()
@@ -155,7 +154,7 @@ def _round_config(t: _Table | None) -> RoundConfig:
     t.done()
     try:
         return RoundConfig(**kw)
-    except ProtocolError as exc:
+    except ConfigError as exc:
         raise SettingsError(f"{t.where}: {exc}") from None
 
 
@@ -202,8 +201,9 @@ def _common(base: Path, t: _Table) -> dict:
 
 
 def runnable(rc: RoundConfig, dp: DPConfig | None, n: int, dim: int) -> int:
-    """Refuse (SettingsError) round and DP parameters no round over ``n`` clients can meet;
-    return the words of the vector the protocol carries (the padded DP encoding, or dim)."""
+    """The words of the vector the protocol carries (the padded DP encoding, or dim).
+    Raises SettingsError if no round over ``n`` clients can meet the round and DP
+    parameters."""
     from dp.errors import DPError
 
     from ..dp_plan import plan_dp
@@ -213,7 +213,7 @@ def runnable(rc: RoundConfig, dp: DPConfig | None, n: int, dim: int) -> int:
         if dp is None:
             return dim
         return plan_dp(dp, rc, n, dim).encoding.padded_dim
-    except (ProtocolError, DPError) as exc:
+    except (ConfigError, DPError) as exc:
         raise SettingsError(f"no round can run with these parameters for the {n} registered "
                             f"clients: {exc}") from None
 
@@ -255,6 +255,9 @@ class ServerSettings(Common):
 
 
 def load_server(path: str | Path) -> ServerSettings:
+    """The settings in ``server.toml`` and the registry it names. Raises SettingsError if a
+    file cannot be read, a key is missing, unknown, of the wrong type or out of range, or the
+    parameters cannot run a round over the registered cohort."""
     path = Path(path)
     base = path.parent
     t = _Table(_load(path), str(path))
@@ -310,6 +313,9 @@ class ClientSettings(Common):
 
 
 def load_client(path: str | Path) -> ClientSettings:
+    """The settings in ``client.toml`` and the registry it names. Raises SettingsError as
+    :func:`load_server` does, and if the client's id is not registered or a file malicious
+    mode or DP needs (identity key, state_dir, ledger) is not named."""
     path = Path(path)
     base = path.parent
     t = _Table(_load(path), str(path))

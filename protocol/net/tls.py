@@ -23,13 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..errors import ProtocolError
+from .errors import CertificateError
 
 SERVER_NAME = "secagg-server"
-
-
-class CertificateError(ProtocolError):
-    """A certificate or key file that is missing, malformed or not usable for its role."""
 
 
 def _name(cn: str) -> x509.Name:
@@ -101,7 +97,8 @@ def key_pem(key) -> bytes:
 
 
 def fingerprint(cert: x509.Certificate | bytes) -> str:
-    """SHA-256 of the DER certificate, lowercase hex. Accepts a certificate or PEM bytes."""
+    """SHA-256 of the DER certificate, lowercase hex. Accepts a certificate or PEM bytes;
+    raises CertificateError if the bytes are not a PEM certificate."""
     if isinstance(cert, bytes):
         try:
             cert = x509.load_pem_x509_certificate(cert)
@@ -111,7 +108,8 @@ def fingerprint(cert: x509.Certificate | bytes) -> str:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write a secret file readable by its owner only (created 0600, never world-readable)."""
+    """Write a secret file readable by its owner only (created 0600, never world-readable).
+    Raises OSError if the file cannot be written."""
     path = Path(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -119,6 +117,8 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def read_pem(path: Path, what: str) -> bytes:
+    """The PEM bytes in ``path`` (``what`` names the file in errors). Raises
+    CertificateError if the file cannot be read or is not PEM."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:

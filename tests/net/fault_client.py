@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -38,30 +39,13 @@ from protocol.messages import (
 from protocol.net.client import AsyncClient, run_client
 from protocol.net.frames import PROTOCOL, protocol_frame
 from protocol.net.settings import load_client
-from protocol.payloads import commit_self_seed
 from protocol.wire import decode, encode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "protocol"))
+from hostile_clients import ShortSeedDealer  # noqa: E402 - the dealer the in-process tests use
 
 OPENS = {Setup: "advertise_keys", KeysBroadcast: "share_keys", SharesDelivery: "masked_input",
          ConsistencyRequest: "consistency_check", UnmaskRequest: "unmasking"}
-
-
-class ShortSeedDealer(ClientRound):
-    """Deals and commits to a 31-byte b_u; masks with some 32-byte seed (any input will do)."""
-
-    def _on_setup(self, m):
-        (adv,) = ClientRound._handlers[Setup](self, m)
-        self.b_seed = os.urandom(31)
-        return [dataclasses.replace(adv, b_commitment=commit_self_seed(
-            m.session_id, m.round, self.id, self.b_seed))]
-
-    def _on_shares(self, m):
-        dealt, self.b_seed = self.b_seed, os.urandom(32)
-        try:
-            return ClientRound._handlers[SharesDelivery](self, m)
-        finally:
-            self.b_seed = dealt
-
-    _handlers = {**ClientRound._handlers, Setup: _on_setup, SharesDelivery: _on_shares}
 
 
 class FaultyClient(AsyncClient):

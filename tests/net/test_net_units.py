@@ -1,9 +1,12 @@
-"""The transport's pieces without a network: frames, settings, logs, certificates, sessions."""
+"""The transport's pieces without a network: frames, settings, logs, errors and exit codes,
+key files, certificates, sessions."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import random
 
 import numpy as np
 import pytest
@@ -12,13 +15,24 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import given
 from hypothesis import strategies as st
+from inprocess_harness import deploy_demo, edit_file
 
-from protocol.errors import WireError
+from protocol.errors import ProtocolError, WireError
 from protocol.net.certs import DemoOptions, write_demo
+from protocol.net.errors import (
+    CertificateError,
+    ConnectionLost,
+    ExitCode,
+    NetError,
+    RoundFailed,
+    ServerRefused,
+    TransportError,
+)
 from protocol.net.frames import (
     ABORT,
     BYE,
     DECLINE,
+    MAX_TEXT,
     PROTOCOL,
     RESULT,
     WELCOME,
@@ -29,9 +43,12 @@ from protocol.net.frames import (
     Welcome,
     decode_frame,
     encode_frame,
+    printable_ascii,
     protocol_frame,
 )
 from protocol.net.jsonlog import JsonLog
+from protocol.net.keys import load_signing_key
+from protocol.net.server import AggregationServer
 from protocol.net.settings import SettingsError, load_client, load_registry, load_server
 from protocol.net.tls import SERVER_NAME, fingerprint, make_ca, make_leaf
 from protocol.sessions import FileSessionStore as SessionSet
@@ -104,6 +121,47 @@ def test_encode_refuses_non_vectors():
         encode_frame(Result(SID, 0, (), np.zeros(2, dtype=np.int32)))
     with pytest.raises(WireError):
         encode_frame("not a frame")
+
+
+@pytest.mark.parametrize("frame", [
+    Bye("line one\nline two"),
+    Abort(SID, 0, "unmasking", "tab\there"),
+    Result(SID, 0, (3, 1), np.zeros(2)),
+    Result(SID, 0, (-1,), np.zeros(2)),
+    Welcome(1, b"\xaa" * 31, 0),
+    Welcome(-1, b"\xaa" * 32, 0),
+    Abort(b"short", 0, "x", "y"),
+], ids=["bye-newline", "abort-tab", "unsorted-survivors", "negative-survivor",
+        "short-digest", "negative-id", "short-session"])
+def test_encode_frame_is_strict(frame):
+    try:
+        data = encode_frame(frame)
+    except WireError:
+        return  # refused with the one error type: fine
+    decode_frame(data)  # whatever the encoder emits, the decoder accepts
+
+
+def test_transport_frames_refuse_mutations_with_wire_error_only():
+    sid = bytes(32)
+    good = [encode_frame(Welcome(1, b"a" * 32, 2)),
+            encode_frame(Result(sid, 1, (1, 2), np.arange(3, dtype=np.uint32))),
+            encode_frame(Result(sid, 1, (), np.zeros(0))),
+            encode_frame(Abort(sid, 1, "masked_input", "too-few-survivors")),
+            encode_frame(Bye("z"))]
+    rng = random.Random(11)
+    for _ in range(5000):
+        g = bytearray(rng.choice(good))
+        op = rng.random()
+        if op < 0.35:
+            g[rng.randrange(len(g))] = rng.randrange(256)
+        elif op < 0.7:
+            g = g[:rng.randrange(len(g) + 1)]
+        else:
+            g += bytes(rng.randrange(256) for _ in range(rng.randint(1, 5)))
+        with contextlib.suppress(WireError):
+            decode_frame(bytes(g))
+    with pytest.raises(WireError):
+        decode_frame(bytearray(encode_frame(Bye("x"))))  # bytes only
 
 
 # -- settings ----------------------------------------------------------------------------
@@ -201,6 +259,108 @@ def test_bad_registry(tmp_path, body, why):
         load_registry(tmp_path / "r.toml")
 
 
+_UNSERVABLE = {
+    "three-clients": (dict(n=3), None, None),
+    "four-clients-malicious": (dict(n=4, mode="malicious"), None, None),
+    "threshold-above-degree": ({}, "[round]\n", "[round]\nthreshold = 9\n"),
+    "min-survivors-above-cohort": ({}, "[round]\n", "[round]\nmin_survivors = 9\n"),
+    "dp-n-min-above-cohort": (dict(dp=True), "[dp]\n", "[dp]\nmin_survivors = 9\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_UNSERVABLE))
+def test_settings_refuse_round_parameters_the_cohort_cannot_meet(tmp_path, case):
+    opts, old, new = _UNSERVABLE[case]
+    d = deploy_demo(tmp_path, **opts)
+    if old is not None:
+        for name in ("server.toml", "client-0.toml"):
+            edit_file(d / name, old, new)
+    with pytest.raises(SettingsError):
+        load_server(d / "server.toml")
+    with pytest.raises(SettingsError):
+        load_client(d / "client-0.toml")
+
+
+@pytest.mark.parametrize("party,opts,old,new", [
+    ("server", dict(n=3), None, None),
+    ("server", dict(n=3, dp=True), None, None),
+    ("server", dict(dp=True), "[dp]\n", "[dp]\nmin_survivors = 9\n"),
+    ("client", dict(n=3, dp=True), None, None),
+])
+def test_cli_exits_2_on_round_parameters_the_cohort_cannot_meet(tmp_path, party, opts, old, new):
+    from protocol.cli import main
+
+    d = deploy_demo(tmp_path, **opts)
+    edit_file(d / "server.toml", "join_timeout = 60.0", "join_timeout = 0.0")
+    edit_file(d / "client-0.toml", "connect_timeout = 30.0", "connect_timeout = 1.0")
+    if old is not None:
+        for name in ("server.toml", "client-0.toml"):
+            edit_file(d / name, old, new)
+    if party == "server":
+        argv = ["server", "--config", str(d / "server.toml")]
+    else:
+        argv = ["client", "--config", str(d / "client-0.toml"), "--input",
+                str(d / "update-0.npy")]
+    assert main(argv) == 2
+
+
+@pytest.mark.parametrize("name,old,new", [
+    ("server.toml", "port = 0\n", "port = 0\nmax_message_bytes = 100\n"),
+    ("client-0.toml", "connect_timeout = 30.0", "connect_timeout = 30.0\ninput_timeout = 0.0"),
+], ids=["message-bound-below-every-message", "input-timeout-zero"])
+def test_settings_refuse_values_that_make_every_round_fail(tmp_path, name, old, new):
+    d = deploy_demo(tmp_path)
+    edit_file(d / name, old, new)
+    with pytest.raises(SettingsError):
+        if name == "server.toml":
+            AggregationServer(load_server(d / name), JsonLog(io.StringIO(), party="server"))
+        else:
+            load_client(d / name)
+
+
+def test_config_digest_ignores_spelling_but_not_content(tmp_path):
+    d = deploy_demo(tmp_path, dp=True)
+    base = load_client(d / "client-1.toml").digest()
+    assert load_server(d / "server.toml").digest() == base
+    # ints for floats, upper-case fingerprints, registry entries in another order: same digest
+    reg = (d / "registry.toml").read_text()
+    head, *blocks = reg.split("[[client]]")
+    (d / "registry.toml").write_text(head + "".join(
+        "[[client]]" + b.replace(b.split('cert_sha256 = "')[1][:64],
+                                 b.split('cert_sha256 = "')[1][:64].upper())
+        for b in reversed(blocks)))
+    edit_file(d / "client-1.toml", "epsilon = 8.0", "epsilon = 8")
+    assert load_client(d / "client-1.toml").digest() == base
+    # swapping two clients' certificates is another deployment
+    fp0 = load_client(d / "client-1.toml").registry.members[0].cert_sha256
+    fp1 = load_client(d / "client-1.toml").registry.members[1].cert_sha256
+    text = (d / "registry.toml").read_text()
+    text = text.replace(fp0.upper(), "@@").replace(fp1.upper(), fp0).replace("@@", fp1)
+    (d / "registry.toml").write_text(text)
+    assert load_client(d / "client-1.toml").digest() != base
+
+
+@pytest.mark.parametrize("name,old,new,why", [
+    ("server.toml", "port = 0", "port = true", "port must be int"),
+    ("server.toml", "join_timeout = 60.0", "join_timeout = inf", "finite"),
+    ("server.toml", "join_timeout = 60.0", "join_timeout = nan", "finite"),
+    ("server.toml", "[deadlines]\n", "[deadlines]\nsetup = 1.0\n", "unknown keys"),
+    ("server.toml", "[round]\n", "[round]\ncomplete_graph = 1\n", "complete_graph must be bool"),
+    ("server.toml", "[round]\n", "[round]\nsalt = 1\n", "unknown keys"),
+    ("server.toml", 'mechanism = "skellam"', 'mechanism = "laplace"', "mechanism"),
+    ("server.toml", "delta = 1e-05", "delta = 1.5", "delta"),
+    ("server.toml", 'ca = "ca.pem"', "ca = 5", "ca must be str"),
+    ("client-0.toml", "id = 0", "id = -1", "outside"),
+    ("client-0.toml", "connect_timeout = 30.0", 'connect_timeout = "30"', "must be float"),
+])
+def test_bad_settings_name_the_key(tmp_path, name, old, new, why):
+    d = deploy_demo(tmp_path, dp=True)
+    edit_file(d / name, old, new)
+    loader = load_server if name == "server.toml" else load_client
+    with pytest.raises(SettingsError, match=why):
+        loader(d / name)
+
+
 # -- logs --------------------------------------------------------------------------------
 def test_log_lines_are_json_with_the_fields():
     buf = io.StringIO()
@@ -225,6 +385,51 @@ def test_log_cuts_long_text():
     buf = io.StringIO()
     JsonLog(buf, party="x")("e", reason="r" * 5000)
     assert len(json.loads(buf.getvalue())["reason"]) == 300
+
+
+@pytest.mark.parametrize("value", [np.uint64(7), np.int32(3), [1, True], (1, b"x"), {1: 2}])
+def test_log_refuses_numpy_scalars_bools_in_id_lists_and_containers(value):
+    with pytest.raises(TypeError, match="not loggable"):
+        JsonLog(io.StringIO(), party="x")("event", field=value)
+
+
+# -- errors, exit codes, key files -------------------------------------------------------
+def test_transport_errors_are_not_protocol_errors():
+    for cls in (NetError, SettingsError, CertificateError, TransportError, ConnectionLost,
+                ServerRefused, RoundFailed):
+        assert issubclass(cls, NetError) and not issubclass(cls, ProtocolError)
+    assert issubclass(SettingsError, ValueError)  # a bad configuration value
+    assert not issubclass(ConnectionLost, ValueError) and issubclass(ConnectionLost,
+                                                                      TransportError)
+    assert issubclass(ServerRefused, TransportError)
+    assert not issubclass(RoundFailed, TransportError)
+
+
+def test_exit_codes_of_server_and_client():
+    assert [(c.name, int(c)) for c in ExitCode] == [
+        ("OK", 0), ("ERROR", 1), ("CONFIG", 2), ("ABORTED", 3), ("BUDGET", 4),
+        ("SERVER_REFUSED", 5), ("UNREACHABLE", 6)]
+    buf = io.StringIO()
+    JsonLog(buf, party="x")("exit", code=ExitCode.CONFIG)
+    assert json.loads(buf.getvalue())["code"] == 2
+
+
+def test_printable_ascii_fits_a_frame():
+    text = printable_ascii("tab\there\nnewline \u00e9" + "x" * 400)
+    assert text.startswith("tab?here?newline ?") and len(text) == MAX_TEXT
+    assert decode_frame(encode_frame(Bye(text))) == (BYE, Bye(text))
+
+
+def test_signing_key_files(tmp_path):
+    key = tmp_path / "k.ed25519"
+    key.write_text("11" * 32 + "\n")
+    assert load_signing_key(key).private_bytes_raw() == bytes([0x11]) * 32
+    for body in ("zz", "11" * 31):
+        key.write_text(body)
+        with pytest.raises(SettingsError, match="cannot load the Ed25519 key"):
+            load_signing_key(key)
+    with pytest.raises(SettingsError, match="cannot load"):
+        load_signing_key(tmp_path / "missing")
 
 
 # -- certificates ------------------------------------------------------------------------

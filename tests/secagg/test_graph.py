@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from secagg import ParameterError, complete_graph, harary_graph, public_shuffle
+from secagg import GraphParameterError, complete_graph, harary_graph, public_shuffle
 
 
 @given(n=st.integers(3, 60), data=st.data())
@@ -84,13 +84,13 @@ def test_complete_graph():
 
 
 def test_refusals():
-    with pytest.raises(ParameterError, match="even"):
+    with pytest.raises(GraphParameterError, match="even"):
         harary_graph(range(10), 3, seed=bytes(32))
-    with pytest.raises(ParameterError, match="distinct"):
+    with pytest.raises(GraphParameterError, match="distinct"):
         harary_graph([1, 1, 2, 3], 2, seed=bytes(32))
-    with pytest.raises(ParameterError, match="at least 2"):
+    with pytest.raises(GraphParameterError, match="at least 2"):
         complete_graph([1])
-    with pytest.raises(ParameterError, match="not in the graph"):
+    with pytest.raises(GraphParameterError, match="not in the graph"):
         complete_graph([1, 2]).neighbours(3)
     from secagg import EncodingError, SecAggTypeError
 
@@ -98,7 +98,7 @@ def test_refusals():
         harary_graph(range(4), 4, seed=None)  # refused even when the graph is complete
     with pytest.raises(EncodingError):
         harary_graph(range(10), 2, seed=bytes(16))
-    with pytest.raises(ParameterError, match="distinct"):
+    with pytest.raises(GraphParameterError, match="distinct"):
         public_shuffle([1, 1, 2], bytes(32))
     with pytest.raises(EncodingError):
         public_shuffle([-1, 2], bytes(32))

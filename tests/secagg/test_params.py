@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secagg import ParameterError, analyse_parameters, find_parameters
+from secagg import GraphParameterError, analyse_parameters, find_parameters
 
 
 def log_hyper_tail_ge(N, K, k, a):
@@ -53,7 +53,7 @@ def check_independently(n, k, t, dropout, corrupt, mode):
 def test_found_parameters_meet_their_inequalities(n, dropout, corrupt, mode):
     try:
         p = find_parameters(n, dropout_rate=dropout, corrupt_rate=corrupt, mode=mode)
-    except ParameterError:
+    except GraphParameterError:
         return  # infeasible for this cohort: tested separately
     assert p.k % 2 == 0 or p.complete
     assert 2 <= p.t <= p.k <= n - 1
@@ -149,7 +149,7 @@ def test_analysis_flags_insecure_choices():
     (dict(n=200_000, dropout_rate=0.1, corrupt_rate=0.0), "cohort size"),
 ])
 def test_refusals(kwargs, match):
-    with pytest.raises(ParameterError, match=match):
+    with pytest.raises(GraphParameterError, match=match):
         find_parameters(**kwargs)
 
 
@@ -166,7 +166,7 @@ def test_type_refusals(kwargs):
 
 
 def test_analyse_refusals():
-    with pytest.raises(ParameterError, match="even"):
+    with pytest.raises(GraphParameterError, match="even"):
         analyse_parameters(100, 5, 3, dropout_rate=0.1, corrupt_rate=0.0)
-    with pytest.raises(ParameterError, match="threshold"):
+    with pytest.raises(GraphParameterError, match="threshold"):
         analyse_parameters(100, 6, 7, dropout_rate=0.1, corrupt_rate=0.0)
