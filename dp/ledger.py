@@ -572,7 +572,7 @@ class Ledger:
         _independently_accountable(event, d)
         return eps, delta
 
-    def record_round(self, *, event: DpEvent, session: str, round_: int, cohort: int,
+    def record_round(self, *, event: DpEvent, session: str, round: int, cohort: int,
                      survivors: int | None, n_min: int, clip_norm: float, mechanism: dict[str, Any],
                      sampler_tv: float, model_hash: str | None = None,
                      record_level: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -585,7 +585,7 @@ class Ledger:
             raise LedgerError("ledger closed or left inconsistent by a failed write; reopen it")
         eps, delta = self.check(event, sampler_tv)
         entry = {"v": VERSION, "seq": self._count, "kind": "round", "prev": self._last,
-                 "time": _now(), "session": str(session), "round": int(round_),
+                 "time": _now(), "session": str(session), "round": int(round),
                  "cohort": int(cohort),
                  "survivors": None if survivors is None else int(survivors),
                  "n_min": int(n_min),

@@ -145,7 +145,7 @@ def run(budget: float | None, args, data, xte, yte) -> list[dict]:
             dropped = rng.choice(n, size=int(round(args.dropout * n)), replace=False)
             sched = spread_dropouts(dropped.tolist(), plan.round_config.mode)
             res = run_dp_round(deltas, plan, server_ledger=ledger, weights=weights,
-                               dropouts=sched, round_=r)
+                               dropouts=sched, round=r)
             mean, eps = res.estimate, res.epsilon
         g = g + args.server_lr * mean
         load_flat(model, g)

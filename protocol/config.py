@@ -134,10 +134,10 @@ class RoundParameters:
     quorum: int = 0  # malicious mode: signatures over one U3 needed before unmasking
 
 
-def derive_graph_seed(session_id: bytes, round_: int, cohort: tuple[int, ...]) -> bytes:
+def derive_graph_seed(session_id: bytes, round: int, cohort: tuple[int, ...]) -> bytes:
     """The public ordering seed of the SecAgg+ graph, recomputed by every client.
 
     The server can influence it only through the session id; see threat_model.md.
     """
     ids = np.asarray(cohort, dtype=">u4").tobytes()
-    return hashlib.sha256(canonical("secagg-graph", session_id, round_, ids)).digest()
+    return hashlib.sha256(canonical("secagg-graph", session_id, round, ids)).digest()

@@ -169,9 +169,9 @@ def plan_dp(config: DPConfig, round_config: RoundConfig, cohort: int, dim: int) 
     return DPPlan(config, rc, cohort, dim, n_min, honest, enc, z, local)
 
 
-def rotation_seed(session_id: bytes, round_: int) -> bytes:
+def rotation_seed(session_id: bytes, round: int) -> bytes:
     """The public per-round seed of the Hadamard rotation, bound to the session and round."""
-    return hashlib.sha256(canonical("secagg-dp-rotation", session_id, round_)).digest()
+    return hashlib.sha256(canonical("secagg-dp-rotation", session_id, round)).digest()
 
 
 class DPClient:
@@ -189,7 +189,7 @@ class DPClient:
         if self.ledger is not None:
             self.ledger.check(self.plan.event, self.plan.sampler_tv)
 
-    def prepare(self, update: object, *, session_id: bytes, round_: int,
+    def prepare(self, update: object, *, session_id: bytes, round: int,
                 weight: float | None = None, rng: CryptoRandom | None = None,
                 record_level: dict | None = None) -> np.ndarray:
         """The ring vector this client feeds to SecAgg.
@@ -214,12 +214,12 @@ class DPClient:
         elif weight is not None:
             raise UpdateError("a weight was given but the plan is unweighted")
         rng = rng if rng is not None else CryptoRandom()
-        z = encode(x, plan.encoding, rotation_seed(session_id, round_), rng)
+        z = encode(x, plan.encoding, rotation_seed(session_id, round), rng)
         if not self._no_noise:
             z += noise_table(cfg.mechanism, plan.local_variance).sample(z.size, rng)
         ring = to_ring(z, plan.encoding.bits)
         if self.ledger is not None:
-            self.ledger.record_round(event=plan.event, session=session_id.hex(), round_=round_,
+            self.ledger.record_round(event=plan.event, session=session_id.hex(), round=round,
                                      cohort=plan.cohort, survivors=None, n_min=plan.n_min,
                                      clip_norm=cfg.clip_norm,
                                      mechanism=plan.mechanism_record(None),
@@ -238,7 +238,7 @@ class DPServer:
             return 0.0, 0.0
         return self.ledger.check(self.plan.event, self.plan.sampler_tv)
 
-    def commit(self, *, session_id: bytes, round_: int, survivors: int,
+    def commit(self, *, session_id: bytes, round: int, survivors: int,
                model_hash: str | None = None) -> None:
         """Write-ahead: record the round once the survivors U3 are known and before any
         unmasking share is requested. If this raises (over budget, disk error), the round must
@@ -247,16 +247,16 @@ class DPServer:
         if survivors < p.n_min:
             raise ParameterError(f"{survivors} survivors, below n_min {p.n_min}: not unmasked")
         if self.ledger is not None:
-            self.ledger.record_round(event=p.event, session=session_id.hex(), round_=round_,
+            self.ledger.record_round(event=p.event, session=session_id.hex(), round=round,
                                      cohort=p.cohort, survivors=survivors, n_min=p.n_min,
                                      clip_norm=p.config.clip_norm,
                                      mechanism=p.mechanism_record(survivors),
                                      sampler_tv=p.sampler_tv, model_hash=model_hash)
 
-    def finish(self, aggregate: np.ndarray, *, session_id: bytes, round_: int) -> np.ndarray:
+    def finish(self, aggregate: np.ndarray, *, session_id: bytes, round: int) -> np.ndarray:
         """The decoded sum (or weighted mean) of a committed round."""
         p = self.plan
-        v = decode(aggregate, p.encoding, rotation_seed(session_id, round_))
+        v = decode(aggregate, p.encoding, rotation_seed(session_id, round))
         if p.config.weighted:
             total = v[-1] / p.config.clip_norm  # sum of w'/W
             v = v[:-1] / total if total > 0 else np.full(p.update_dim, np.nan)

@@ -43,7 +43,7 @@ class DPRoundResult:
 def run_dp_round(updates: Sequence[object], plan: DPPlan, *, server_ledger: Ledger | None = None,
                  client_ledgers: Mapping[int, Ledger] | None = None,
                  weights: Sequence[float] | None = None,
-                 dropouts: Mapping[str, Iterable[int]] | None = None, round_: int = 0,
+                 dropouts: Mapping[str, Iterable[int]] | None = None, round: int = 0,
                  session_id: bytes | None = None, model_hash: str | None = None,
                  progress=None, insecure_disable_noise: bool = False) -> DPRoundResult:
     """One DP round through the real protocol (in-process, real encoded messages), in the
@@ -88,14 +88,14 @@ def run_dp_round(updates: Sequence[object], plan: DPPlan, *, server_ledger: Ledg
         return vectors[u], None if weights is None else weights[u]
 
     def commit(survivors: frozenset[int]) -> None:
-        server.commit(session_id=session_id, round_=round_, survivors=len(survivors),
+        server.commit(session_id=session_id, round=round, survivors=len(survivors),
                       model_hash=model_hash)
 
     secagg = ServerRound(plan.round_config, range(n), plan.encoding.padded_dim,
-                         session_id=session_id, round=round_, registry=registry)
+                         session_id=session_id, round=round, registry=registry)
     sim = run_simulated_round(secagg, participants, provide, dropouts, progress=progress,
                               on_survivors_known=commit)
-    estimate = server.finish(sim.aggregate, session_id=session_id, round_=round_)
+    estimate = server.finish(sim.aggregate, session_id=session_id, round=round)
     eps, delta = server_ledger.spent() if server_ledger is not None else (0.0, 0.0)
     return DPRoundResult(estimate, sim.survivors, sim.declined, eps, delta, sim,
                          {u: c.last_norm for u, c in dp_clients.items()
@@ -111,7 +111,7 @@ def audit_pipeline(plan: DPPlan, *, insecure_disable_noise: bool = False):
 
     def run(updates: list[np.ndarray]) -> np.ndarray:
         counter[0] += 1
-        res = run_dp_round(updates, plan, round_=counter[0],
+        res = run_dp_round(updates, plan, round=counter[0],
                            insecure_disable_noise=insecure_disable_noise)
         return res.estimate
 

@@ -96,7 +96,7 @@ class Participant:
         if self._dp is None:
             return machine.set_input(update)
         s = machine.setup
-        vector = self._dp.prepare(update, session_id=s.session_id, round_=s.round, weight=weight)
+        vector = self._dp.prepare(update, session_id=s.session_id, round=s.round, weight=weight)
         return machine.set_input(vector)
 
     def leave(self) -> None:

@@ -73,7 +73,7 @@ def _run_rounds(args: argparse.Namespace, plan: DPPlan, ledger: Ledger | None, s
                    for _ in range(n)]
         sched = dropout_schedule(rng, n, args.dropout, args.mode)
         try:
-            res = run_dp_round(updates, plan, server_ledger=ledger, dropouts=sched, round_=r,
+            res = run_dp_round(updates, plan, server_ledger=ledger, dropouts=sched, round=r,
                                progress=show)
             finish()
         except BudgetExceeded as exc:

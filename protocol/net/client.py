@@ -1,7 +1,8 @@
 """A client process (or a training loop) connected to the aggregation server over mutual TLS.
 
-The sans-IO :class:`protocol.client.ClientRound` does the protocol; this module moves its
-messages over one gRPC stream and keeps what must outlive a round:
+The sans-IO :class:`protocol.client.ClientRound`, held by a
+:class:`protocol.participant.Participant` as in every host, does the protocol; this module moves
+its messages over one gRPC stream and keeps what must outlive a round:
 
 * the set of session ids already taken part in, on disk (``state_dir/sessions``, a
   :class:`protocol.sessions.FileSessionStore`), so a Setup that replays an old session is
@@ -45,7 +46,8 @@ from secagg import Ring, SecAggError, SigningKey
 from ..client import ClientRound, InputError
 from ..dp_plan import DPClient, plan_dp
 from ..errors import ProtocolError, RemoteProtocolError, WireError
-from ..messages import Setup, SharesDelivery
+from ..messages import Setup
+from ..participant import Participant
 from ..sessions import FileSessionStore
 from ..wire import decode, encode
 from .errors import (
@@ -117,7 +119,9 @@ class AsyncClient:
         self.used = FileSessionStore(s.state_dir / "sessions" if s.state_dir else None)
         self.ledger: Ledger | None = None
         self.dp: DPClient | None = None
-        self.current: ClientRound | None = None
+        # this identity's side of each round (a fresh machine per Setup); made at connect,
+        # once the DP ledger is open
+        self.participant: Participant | None = None
         self.spec: UpdateSpec | None = None
         self.bytes_sent = self.bytes_received = 0
         self.channel = self.call = None
@@ -134,6 +138,19 @@ class AsyncClient:
         key = load_signing_key(s.ledger_key) if s.ledger_key is not None else None
         self.ledger = open_ledger(s.ledger, s.dp.budget, key=key, owner=f"client-{s.id}")
         self.dp = DPClient(s.id, self.plan, self.ledger)
+        self.participant = None  # the next one is made with this ledger
+
+    def _participant(self) -> Participant:
+        if self.participant is None:
+            self.participant = Participant(self.s.id, config=self.round_config,
+                                           identity=self.identity, registry=self.registry,
+                                           used_sessions=self.used, dp=self.dp)
+        return self.participant
+
+    @property
+    def current(self) -> ClientRound | None:
+        """The machine of the round in progress here (None: no round, or it was given up)."""
+        return self.participant.round if self.participant is not None else None
 
     async def connect(self) -> None:
         """Open this client's ledger (with DP), then the stream, and check the server's
@@ -265,7 +282,7 @@ class AsyncClient:
         cr = self.current
         r = cr.setup.round if cr and cr.setup else None
         self.log("round-refused", level=level, round=r, reason=reason)
-        self.current = None
+        self._participant().leave()
         if cr is not None and cr.setup is not None:
             await self._decline(cr.setup.session_id, cr.setup.round, public or reason)
 
@@ -276,56 +293,52 @@ class AsyncClient:
         if isinstance(msg, Setup):
             await self._on_setup(msg)
             return
-        cr = self.current
-        if cr is None:
+        p = self._participant()
+        if p.round is None:
             return  # no round in progress here (refused or abandoned): stay silent
-        if isinstance(msg, SharesDelivery):
-            if not cr.accepts(msg):  # refuse before taking (and being charged for) an input
-                await self._abandon(f"refused an out-of-turn {type(msg).__name__}")
-                return
-            if not await self._give_input(cr):
-                return
         try:
-            out = cr.receive(msg)
+            out = p.receive(msg)
         except RemoteProtocolError as exc:
             await self._abandon(str(exc))
             return
         except InputError as exc:  # may quote the private input: not sent to the server
             await self._abandon(str(exc), public="this client's input does not fit the round")
             return
+        if p.needs_input:
+            masked = await self._give_input(p)
+            if masked is None:
+                return
+            out = out + masked
         for m in out:
             await self._send(protocol_frame(encode(m)))
 
     async def _on_setup(self, msg: Setup) -> None:
-        if self.current is not None:
-            self.log("round-abandoned", level="warning", round=self.current.setup.round,
+        p = self._participant()
+        if p.round is not None:
+            self.log("round-abandoned", level="warning", round=p.round.setup.round,
                      reason="a new round started")
-        self.current = None
-        if self.dp is not None:
-            try:
-                self.dp.check_budget()
-            except BudgetExceeded as exc:
-                self.log("round-refused", level="warning", round=msg.round,
-                         reason=f"over this client's own privacy budget: {exc}")
-                self._fail_input(RoundFailed(f"over this client's own budget: {exc}"))
-                await self._decline(msg.session_id, msg.round, "over this client's own "
-                                    "privacy budget")
-                return
-        cr = ClientRound(self.s.id, config=self.round_config, identity=self.identity,
-                         registry=self.registry, used_sessions=self.used)
         try:
-            out = cr.receive(msg)
+            out = p.join(msg)
+        except BudgetExceeded as exc:
+            self.log("round-refused", level="warning", round=msg.round,
+                     reason=f"over this client's own privacy budget: {exc}")
+            self._fail_input(RoundFailed(f"over this client's own budget: {exc}"))
+            await self._decline(msg.session_id, msg.round, "over this client's own "
+                                "privacy budget")
+            return
         except RemoteProtocolError as exc:
             self.log("round-refused", level="warning", round=msg.round, reason=str(exc))
             await self._decline(msg.session_id, msg.round, str(exc))
             return
-        self.current = cr
         self.log("round-joined", round=msg.round, session=msg.session_id.hex())
         for m in out:
             await self._send(protocol_frame(encode(m)))
 
-    async def _give_input(self, cr: ClientRound) -> bool:
-        s = cr.setup
+    async def _give_input(self, p: Participant) -> list | None:
+        """The machine holds its shares and needs this client's input: ask the provider,
+        give it (with DP the ledger is charged there, just before the masked input leaves),
+        and return the MaskedInput; None if there is no input or it was refused."""
+        s = p.round.setup
         provider = self.provider or self._queued_input
         try:
             got = await asyncio.wait_for(provider(s.session_id, s.round), self.s.input_timeout)
@@ -333,16 +346,14 @@ class AsyncClient:
             got = None
         if got is None:
             await self._abandon("no input for this round")
-            return False
+            return None
         update, weight = got
         try:
             if self.dp is not None:
                 flat, self.spec = flatten(update)
-                vec = self.dp.prepare(flat, session_id=s.session_id, round_=s.round,
-                                      weight=weight)
+                out = p.give_input(flat, weight=weight)
             else:
-                vec = np.asarray(update)
-            cr.set_input(vec)
+                out = p.give_input(np.asarray(update))
         except (DPError, SecAggError, ProtocolError, TypeError, ValueError) as exc:
             # the detail can quote a value of the private input: it goes to the caller only
             await self._abandon(f"this client's input was refused ({type(exc).__name__})",
@@ -351,9 +362,9 @@ class AsyncClient:
             self._fail_input(failed)
             if self.provider is not None and self.on_result is not None:
                 self.on_result(failed)
-            return False
+            return None
         self._consumed = s.session_id
-        return True
+        return out
 
     def _on_result(self, res) -> None:
         mine = res.session_id == self._consumed
@@ -366,7 +377,7 @@ class AsyncClient:
         self.log("round-result", round=res.round, included=result.included,
                  survivors=len(res.survivors))
         if self.current is not None and self.current.setup.session_id == res.session_id:
-            self.current = None
+            self._participant().leave()
         if mine and self.on_result is not None:
             self._consumed = None
             self.on_result(result)
@@ -375,7 +386,7 @@ class AsyncClient:
         self.log("round-aborted", level="warning", round=ab.round, stage=ab.stage,
                  reason=ab.reason)
         if self.current is not None and self.current.setup.session_id == ab.session_id:
-            self.current = None
+            self._participant().leave()
         if ab.session_id == self._consumed and self.on_result is not None:
             self._consumed = None
             self.on_result(RoundFailed(f"round {ab.round} aborted in {ab.stage}: {ab.reason}"))

@@ -24,6 +24,7 @@ import hashlib
 import itertools
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -32,10 +33,13 @@ import numpy as np
 from dp.errors import BudgetExceeded, BudgetMismatch, DPError
 from dp.ledger import open_ledger
 
+from ..config import Mode
 from ..dp_plan import DPServer, plan_dp
-from ..errors import ProtocolError, RemoteProtocolError, RoundAborted, WireError
+from ..driver import AsyncHost, Drop, DropReason, RoundDriver, StageRun
+from ..errors import AbortReason, ProtocolError, RemoteProtocolError, RoundAborted, WireError
+from ..messages import Message
 from ..server import ServerRound
-from ..transitions import STAGES
+from ..transitions import Stage
 from ..wire import decode, encode
 from .errors import CertificateError, ExitCode, SettingsError
 from .frames import (
@@ -68,6 +72,7 @@ class _Inbound:
     conn: int
     data: bytes | None  # None: the connection ended (reason says how)
     reason: str = ""
+    why: DropReason = DropReason.CONNECTION_LOST  # for data None: how to count the drop
 
 
 class _Peer:
@@ -174,14 +179,16 @@ class AggregationServer:
                 peer.bytes_in += len(data)
                 if len(data) > self.bound:
                     reason = f"oversize message: {len(data)} bytes > bound {self.bound}"
-                    self.inbox.put_nowait(_Inbound(peer.id, peer.conn, None, reason))
+                    self.inbox.put_nowait(_Inbound(peer.id, peer.conn, None, reason,
+                                                   DropReason.VIOLATION))
                     peer.close(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
                     return
                 peer.queued += 1
                 if peer.queued > MAX_QUEUED:
                     reason = (f"flooding: more than {MAX_QUEUED} messages waiting to be "
                               "handled")
-                    self.inbox.put_nowait(_Inbound(peer.id, peer.conn, None, reason))
+                    self.inbox.put_nowait(_Inbound(peer.id, peer.conn, None, reason,
+                                                   DropReason.VIOLATION))
                     peer.close(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
                     return
                 self.inbox.put_nowait(_Inbound(peer.id, peer.conn, data))
@@ -224,7 +231,8 @@ class AggregationServer:
             code, bye = await self._rounds(first, dps)
             return code
         except RoundAborted as exc:
-            code = ExitCode.BUDGET if exc.reason.startswith("ledger") else ExitCode.ABORTED
+            code = (ExitCode.BUDGET if exc.reason is AbortReason.LEDGER_REFUSED
+                    else ExitCode.ABORTED)
             bye = f"round aborted in {exc.stage}: {exc.reason}"
             self.log("exit", level="error", code=code, stage=exc.stage,
                      reason=exc.reason, detail=exc.detail)
@@ -286,7 +294,8 @@ class AggregationServer:
             except RoundAborted as exc:
                 in_a_row, aborted = in_a_row + 1, aborted + 1
                 self._exclude(r, exc)
-                if exc.reason.startswith("ledger") or in_a_row >= s.max_aborts_in_a_row:
+                if (exc.reason is AbortReason.LEDGER_REFUSED
+                        or in_a_row >= s.max_aborts_in_a_row):
                     raise
         code = ExitCode.ABORTED if in_a_row else ExitCode.OK
         self.log("exit", level="error" if code else "info", code=code, rounds=s.rounds,
@@ -298,7 +307,7 @@ class AggregationServer:
         raised only on evidence other holders cannot forge: see ServerRound._reconstruct)
         takes no part in the later rounds of this run. Other aborts blame no one with
         certainty, so they exclude no one."""
-        if exc.reason != "bad-dealing":
+        if exc.reason is not AbortReason.BAD_DEALING:
             return
         for u in exc.clients:
             if u not in self.excluded:
@@ -327,199 +336,195 @@ class AggregationServer:
             self._previous_session, self._late_declines = session, set()
 
     async def _run_round(self, r: int, session: bytes, dps: DPServer | None) -> None:
+        """One round through the shared :class:`~protocol.driver.RoundDriver`, with this
+        process as its host (:class:`_NetRound`). Raises RoundAborted (logged, and sent to
+        every client) if the round cannot complete."""
         sid = session.hex()
         if dps is not None:
             dps.check_budget()  # refuse before any client is contacted
-        registry = self.s.registry.verify_keys() if self.round_config.mode == "malicious" \
-            else None
+        registry = (self.s.registry.verify_keys() if self.round_config.mode == Mode.MALICIOUS
+                    else None)
         cohort = [u for u in self.cohort if u not in self.excluded]
         try:
             sr = ServerRound(self.round_config, cohort, self.vector_words, session_id=session,
                              round=r, registry=registry)
-        except ProtocolError as exc:  # the cohort left after exclusions cannot run a round
+        except ValueError as exc:  # the cohort left after exclusions cannot run a round
             self.log("round-aborted", level="error", round=r, stage="setup",
-                     reason="cohort-too-small", detail=str(exc), session=sid, charged=False)
-            raise RoundAborted("setup", "cohort-too-small", str(exc)) from None
+                     reason=AbortReason.COHORT_TOO_SMALL, detail=str(exc), session=sid,
+                     charged=False)
+            raise RoundAborted("setup", AbortReason.COHORT_TOO_SMALL, str(exc)) from None
         self.log("round-started", round=r, session=sid, connected=len(self.peers),
                  cohort=len(cohort))
         t_round = time.perf_counter()
-        state = _RoundState(sr, r, session)
+        host = _NetRound(self, sr, dps, deadlines=self.s.deadlines)
+        driver = RoundDriver(sr, host)
+        host.driver = driver
         try:
-            outgoing = sr.start()
-            for stage in [st for st in STAGES
-                          if self.round_config.mode == "malicious" or st != "consistency_check"]:
-                t0 = time.perf_counter()
-                state.stage = stage
-                if stage == "unmasking" and dps is not None:
-                    dps.commit(session_id=session, round_=r, survivors=len(sr.survivors))
-                    state.charged = True
-                    self.log("ledger-committed", round=r, stage=stage,
-                             survivors=len(sr.survivors))
-                pending = self._send(state, outgoing)
-                await self._collect(state, pending, self.s.deadlines[stage])
-                outgoing = sr.close_stage()
-                self.log("stage-closed", round=r, stage=stage,
-                         seconds=time.perf_counter() - t0, dropped=len(state.dropped))
+            await driver.run_async()
         except RoundAborted as exc:
-            self._log_bad_shares(state)
-            self._aborted(state, exc)
+            self._aborted(host, exc)
             raise
-        except (DPError, OSError) as exc:  # the write-ahead record failed: nothing unmasked
-            why = str(exc) if isinstance(exc, DPError) else f"I/O error: {exc.strerror or exc}"
-            abort = RoundAborted(state.stage, "ledger-refused", why)
-            self._aborted(state, abort)
-            raise abort from None
         except ProtocolError as exc:
-            abort = RoundAborted(state.stage, "protocol-error", str(exc))
-            self._aborted(state, abort)
+            abort = RoundAborted(host.stage, AbortReason.PROTOCOL_ERROR, str(exc))
+            self._aborted(host, abort)
             raise abort from None
-        self._log_bad_shares(state)
+        finally:
+            self._log_bad_shares(sr)
         aggregate = sr.aggregate
         if dps is not None:
-            aggregate = dps.finish(aggregate, session_id=session, round_=r).astype(np.float64)
+            aggregate = dps.finish(aggregate, session_id=session, round=r).astype(np.float64)
         survivors = tuple(sorted(sr.survivors))
         self._broadcast(encode_frame(Result(session, r, survivors, aggregate)))
         if self.s.output_dir is not None:
             self.s.output_dir.mkdir(parents=True, exist_ok=True)
             np.save(self.s.output_dir / f"round-{r}.npy", aggregate)
         self.log("round-complete", round=r, session=sid, survivors=list(survivors),
-                 dropped=sorted(state.dropped), seconds=time.perf_counter() - t_round)
+                 dropped=sorted(driver.dropped), seconds=time.perf_counter() - t_round)
 
-    def _aborted(self, state: _RoundState, exc: RoundAborted) -> None:
+    def _aborted(self, host: _NetRound, exc: RoundAborted) -> None:
         """Log an aborted round (its typed reason, whom it blames, whether the ledger was
         charged: only past the write-ahead point) and tell every client."""
-        self.log("round-aborted", level="error", round=state.round, stage=exc.stage,
-                 reason=exc.reason, detail=exc.detail, session=state.session.hex(),
-                 clients=list(exc.clients), charged=state.charged)
-        self._broadcast(encode_frame(Abort(state.session, state.round, exc.stage, exc.reason)))
+        sr = host.sr
+        self.log("round-aborted", level="error", round=sr.round, stage=exc.stage,
+                 reason=exc.reason, detail=exc.detail, session=sr.session_id.hex(),
+                 clients=list(exc.clients), charged=host.charged)
+        self._broadcast(encode_frame(Abort(sr.session_id, sr.round, exc.stage, exc.reason)))
 
-    def _log_bad_shares(self, state: _RoundState) -> None:
+    def _log_bad_shares(self, sr: ServerRound) -> None:
         """Holders whose unmasking shares robust reconstruction found wrong (a forged share,
         or an inconsistent dealing: the server cannot tell which, so no one is excluded)."""
-        for holder, wrong in sorted(state.sr.bad_shares.items()):
+        for holder, wrong in sorted(sr.bad_shares.items()):
             for kind in ("b", "s"):
                 owners = [o for o, k in wrong if k == kind]
                 if owners:
-                    self.log("bad-shares", level="warning", round=state.round, client=holder,
+                    self.log("bad-shares", level="warning", round=sr.round, client=holder,
                              secret=f"{kind}_u", owners=owners)
 
-    # -- one stage -------------------------------------------------------------------------
-    def _send(self, state: _RoundState, outgoing) -> set[int]:
-        pending = set()
-        for msg in outgoing:
-            u = msg.recipient
-            if u in state.dropped:
-                continue
-            peer = self.peers.get(u)
+
+class _NetRound(AsyncHost):
+    """The driver's host for one round over the network: frames out through each client's
+    connection, frames in from the shared inbox until every recipient answered or the stage's
+    deadline passed. Whatever a client sends that the protocol or the transport refuses drops
+    it for the rest of the round and closes its connection; a late message of a round it
+    missed the deadline of is ignored."""
+
+    def __init__(self, server: AggregationServer, sr: ServerRound, dps: DPServer | None, *,
+                 deadlines: Mapping[str, float]) -> None:
+        self._srv, self.sr, self._dps, self._deadlines = server, sr, dps, deadlines
+        self.driver: RoundDriver | None = None
+        self.stage: Stage = Stage.ADVERTISE_KEYS
+        self.charged = False  # the DP write-ahead record of this round was written
+        self._accepted: set[bytes] = set()  # SHA-256 of each accepted message, to name replays
+
+    # -- the driver's hooks -----------------------------------------------------------------
+    async def deliver(self, run: StageRun) -> None:
+        self.stage = run.stage
+        for msg in run.outgoing:
+            peer = self._srv.peers.get(msg.recipient)
             if peer is None or peer.status is not None:
-                self._drop(state, u, "not connected")
+                run.drop(msg.recipient, DropReason.NOT_CONNECTED)
                 continue
             peer.outbox.put_nowait(protocol_frame(encode(msg)))
-            pending.add(u)
-        return pending
 
-    async def _collect(self, state: _RoundState, pending: set[int], deadline: float) -> None:
-        end = time.monotonic() + deadline
-        while pending and (left := end - time.monotonic()) > 0:
+    async def collect(self, run: StageRun) -> None:
+        inbox = self._srv.inbox
+        end = time.monotonic() + self._deadlines[run.stage]
+        while not run.done and (left := end - time.monotonic()) > 0:
             try:
-                ev = await asyncio.wait_for(self.inbox.get(), left)
+                ev = await asyncio.wait_for(inbox.get(), left)
             except TimeoutError:
                 break
-            self._handle(state, pending, ev)
+            self._handle(run, ev)
         # what already arrived is handled first, so a message that beat the deadline counts
-        while not self.inbox.empty():
-            self._handle(state, pending, self.inbox.get_nowait())
-        for u in sorted(pending):
-            self._drop(state, u, "deadline missed", late=True)
+        while not inbox.empty():
+            self._handle(run, inbox.get_nowait())
 
-    def _handle(self, state: _RoundState, pending: set[int], ev: _Inbound) -> None:
-        u, peer = ev.client, self.peers.get(ev.client)
+    def on_survivors_known(self, survivors: frozenset[int]) -> None:
+        if self._dps is None:
+            return
+        sr = self.sr
+        self._dps.commit(session_id=sr.session_id, round=sr.round, survivors=len(survivors))
+        self.charged = True
+        self._srv.log("ledger-committed", round=sr.round, stage=Stage.UNMASKING,
+                      survivors=len(survivors))
+
+    def on_drop(self, client: int, drop: Drop) -> None:
+        if drop.reason is DropReason.DEADLINE:
+            self._srv._late.setdefault(client, set()).add(self.sr.session_id)
+        self._srv.log("client-dropped", level="warning", round=self.sr.round, stage=drop.stage,
+                      client=client, reason=str(drop))
+
+    def on_stage_closed(self, run: StageRun) -> None:
+        self._srv.log("stage-closed", round=self.sr.round, stage=run.stage,
+                      seconds=run.seconds, dropped=len(self.driver.dropped))
+
+    # -- one inbound frame ------------------------------------------------------------------
+    def _handle(self, run: StageRun, ev: _Inbound) -> None:
+        u, peer = ev.client, self._srv.peers.get(ev.client)
         current = peer is not None and peer.conn == ev.conn
         if current and ev.data is not None:
             peer.queued -= 1
+        gone = self.driver.dropped.get(u)
         if ev.data is None:
-            if u not in state.dropped and (current or peer is None):
-                self._drop(state, u, ev.reason)
-                pending.discard(u)
+            if gone is None and (current or peer is None):
+                run.drop(u, ev.why, ev.reason)
             return
-        if not current or (u in state.dropped and state.dropped[u] != "deadline missed"):
+        if not current or (gone is not None and gone.reason is not DropReason.DEADLINE):
             return  # from a closed connection, or from a client already thrown out
-        msg, why = self._message(state, u, ev.data)
-        if why is None and msg is not None:
+        msg, verdict = self._message(u, ev.data)
+        if verdict is None and msg is not None:
             digest = hashlib.sha256(ev.data).digest()
-            if digest in state.accepted:
-                why = f"replayed message: a second copy of its {type(msg).__name__}"
+            if digest in self._accepted:
+                verdict = (DropReason.VIOLATION,
+                           f"replayed message: a second copy of its {type(msg).__name__}")
             else:
                 try:
-                    state.sr.receive(msg)
+                    run.accept(msg)
                 except RemoteProtocolError as exc:
-                    why = f"refused: {exc}"
+                    verdict = DropReason.VIOLATION, f"refused: {exc}"
                 else:
-                    state.accepted.add(digest)
-                    pending.discard(u)
-        if why == "goodbye" or (why or "").startswith("declined"):
-            self._drop(state, u, why)
-            pending.discard(u)
-        elif why is not None:
-            self._violation(state, pending, peer, why)
+                    self._accepted.add(digest)
+        if verdict is None:
+            return
+        reason, detail = verdict
+        run.drop(u, reason, detail)
+        if reason is DropReason.VIOLATION:
+            peer.close(grpc.StatusCode.INVALID_ARGUMENT, f"dropped: {detail}"[:200])
 
-    def _message(self, state: _RoundState, u: int, data: bytes):
-        """(message, None) to process; (None, None) to ignore; (None, reason) to drop."""
+    def _message(self, u: int, data: bytes) -> tuple[Message | None,
+                                                      tuple[DropReason, str] | None]:
+        """(message, None) to process; (None, None) to ignore; (None, verdict) to drop."""
         try:
             kind, body = decode_frame(data)
             if kind in (BYE, DECLINE):
-                return None, self._leaving(state, u, kind, body)
+                return None, self._leaving(u, kind, body)
             if kind != PROTOCOL:
                 raise WireError(f"frame kind {kind} is not for the server")
             msg = decode(body)
         except WireError as exc:
-            return None, f"garbage: {exc}"
+            return None, (DropReason.VIOLATION, f"garbage: {exc}")
         if getattr(msg, "sender", None) != u:
-            return None, f"message in the name of client {getattr(msg, 'sender', None)}"
-        if msg.session_id in self._late.get(u, ()):
-            self.log("late-message-ignored", round=msg.round, stage=state.stage, client=u,
-                     kind=type(msg).__name__)
+            return None, (DropReason.VIOLATION,
+                          f"message in the name of client {getattr(msg, 'sender', None)}")
+        if msg.session_id in self._srv._late.get(u, ()):
+            self._srv.log("late-message-ignored", round=msg.round, stage=self.stage, client=u,
+                          kind=type(msg).__name__)
             return None, None
         return msg, None
 
-    def _leaving(self, state: _RoundState, u: int, kind: int, body) -> str | None:
-        """The drop reason of a goodbye or of a decline of this round. One late decline of the
+    def _leaving(self, u: int, kind: int, body) -> tuple[DropReason, str] | None:
+        """The verdict on a goodbye or on a decline of this round. One late decline of the
         previous round needs nothing (None); any other decline is a violation."""
+        srv = self._srv
         if kind == BYE:
-            return "goodbye"
-        if body.session_id == state.session:
-            return f"declined: {body.reason}"
-        if body.session_id == self._previous_session and u not in self._late_declines:
-            self._late_declines.add(u)
+            return DropReason.GOODBYE, ""
+        if body.session_id == self.sr.session_id:
+            return DropReason.DECLINED, f"declined: {body.reason}"
+        if body.session_id == srv._previous_session and u not in srv._late_declines:
+            srv._late_declines.add(u)
             return None
-        return "violation: a decline of a session that is not the current or previous round's"
-
-    def _violation(self, state: _RoundState, pending: set[int], peer: _Peer, why: str) -> None:
-        self._drop(state, peer.id, why)
-        pending.discard(peer.id)
-        peer.close(grpc.StatusCode.INVALID_ARGUMENT, f"dropped: {why}"[:200])
-
-    def _drop(self, state: _RoundState, u: int, reason: str, *, late: bool = False) -> None:
-        if u in state.dropped:
-            return
-        state.dropped[u] = reason
-        if late:
-            self._late.setdefault(u, set()).add(state.session)
-        self.log("client-dropped", level="warning", round=state.round, stage=state.stage,
-                 client=u, reason=reason)
-
-
-@dataclass
-class _RoundState:
-    sr: ServerRound
-    round: int
-    session: bytes
-    stage: str = "advertise_keys"
-    charged: bool = False  # the DP write-ahead record of this round was written
-
-    def __post_init__(self) -> None:
-        self.dropped: dict[int, str] = {}
-        self.accepted: set[bytes] = set()  # SHA-256 of each accepted message, to name replays
+        return (DropReason.VIOLATION,
+                "violation: a decline of a session that is not the current or previous round's")
 
 
 def serve(settings: ServerSettings, log: JsonLog) -> ExitCode:

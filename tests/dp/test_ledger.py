@@ -59,7 +59,7 @@ ROUND_FIELDS = {"v", "seq", "kind", "prev", "time", "session", "round", "cohort"
 
 
 def record(ledger: Ledger, i: int, *, event=EVENT, tv=TV, survivors=9) -> dict:
-    return ledger.record_round(event=event, session="5e55", round_=i, cohort=10,
+    return ledger.record_round(event=event, session="5e55", round=i, cohort=10,
                                survivors=survivors, n_min=8, clip_norm=1.0,
                                mechanism=MECHANISM, sampler_tv=tv, model_hash="ab" * 32)
 
@@ -1017,9 +1017,9 @@ def test_round_the_independent_accountant_cannot_check_is_refused(tmp_path, nois
     path = tmp_path / "l.jsonl"
     with Ledger.create(path, Budget(1.0, 1e-6)) as led:
         with pytest.raises(AccountingError, match="independent accountant"):
-            led.record_round(event=GaussianDpEvent(noise), session="s", round_=0, cohort=10,
+            led.record_round(event=GaussianDpEvent(noise), session="s", round=0, cohort=10,
                              survivors=10, n_min=5, clip_norm=1.0, mechanism={},
                              sampler_tv=0.0)
-        led.record_round(event=GaussianDpEvent(1e8), session="s", round_=0, cohort=10,
+        led.record_round(event=GaussianDpEvent(1e8), session="s", round=0, cohort=10,
                          survivors=10, n_min=5, clip_norm=1.0, mechanism={}, sampler_tv=0.0)
     assert verify(path).entries == 1

@@ -27,25 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-import protocol.net.client as net_client
+import protocol.participant as participant
 from protocol.client import ClientRound
-from protocol.messages import (
-    ConsistencyRequest,
-    KeysBroadcast,
-    Setup,
-    SharesDelivery,
-    UnmaskRequest,
-)
+from protocol.messages import Setup
 from protocol.net.client import AsyncClient, run_client
 from protocol.net.frames import PROTOCOL, protocol_frame
 from protocol.net.settings import load_client
+from protocol.transitions import OPENS
 from protocol.wire import decode, encode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "protocol"))
 from hostile_clients import ShortSeedDealer  # noqa: E402 - the dealer the in-process tests use
-
-OPENS = {Setup: "advertise_keys", KeysBroadcast: "share_keys", SharesDelivery: "masked_input",
-         ConsistencyRequest: "consistency_check", UnmaskRequest: "unmasking"}
 
 
 class FaultyClient(AsyncClient):
@@ -62,7 +54,7 @@ class FaultyClient(AsyncClient):
         if isinstance(msg, Setup):
             self.round_no += 1
             if self.fault == "short-seed":  # the sans-IO round this client runs
-                net_client.ClientRound = ShortSeedDealer if self.round_no == 1 else ClientRound
+                participant.ClientRound = ShortSeedDealer if self.round_no == 1 else ClientRound
         hit = self.now == self.stage and not self.done
         if hit and self.fault == "kill" and self.round_no == 1:
             print(f"AT {self.stage}", flush=True)

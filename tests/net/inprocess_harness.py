@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from protocol.client import ClientRound
+from protocol.driver import RoundDriver, StageRun
 from protocol.net.certs import DemoOptions, write_demo
 from protocol.net.client import AsyncClient
 from protocol.net.jsonlog import JsonLog
-from protocol.net.server import AggregationServer, _Inbound, _Peer, _RoundState
+from protocol.net.server import AggregationServer, _Inbound, _NetRound, _Peer
 from protocol.net.settings import load_client, load_server
 from protocol.server import ServerRound
+from protocol.transitions import Stage
 
 SID = bytes(range(32))
 
@@ -123,17 +125,48 @@ def capture_sends(client: AsyncClient) -> list[bytes]:
     return sent
 
 
-def direct_round(d: Path):
+class DirectRound:
+    """One open AdvertiseKeys stage of a started round on :func:`direct_round`'s server, with
+    the server's own per-round host: frames go straight to its handler and collector."""
+
+    def __init__(self, srv, sr, setups, deadline: float) -> None:
+        self.srv, self.sr, self.setups, self.deadline = srv, sr, setups, deadline
+        self.host = _NetRound(srv, sr, None, deadlines={st: deadline for st in Stage})
+        self.driver = RoundDriver(sr, self.host)
+        self.host.driver = self.driver
+        self.run = StageRun(self.driver, Stage.ADVERTISE_KEYS, setups)
+
+    def fresh(self) -> DirectRound:
+        """The same stage with no client dropped yet."""
+        return DirectRound(self.srv, self.sr, self.setups, self.deadline)
+
+    def handle(self, ev) -> None:
+        self.host._handle(self.run, ev)
+
+    async def collect(self) -> None:
+        await self.host.collect(self.run)
+
+    @property
+    def dropped(self) -> dict[int, str]:
+        return {u: str(drop) for u, drop in self.driver.dropped.items()}
+
+    @property
+    def pending(self) -> frozenset[int]:
+        return self.run.pending
+
+
+def direct_round(d: Path, *, deadline: float = 30.0):
     """A server with five fake connected peers and a started round; each client's honest
-    AdvertiseKeys, ready to be fed to _handle / _collect."""
+    AdvertiseKeys, ready to be fed to the round's handler and collector (a DirectRound)."""
     srv, cap = local_server(d)
     sr = ServerRound(srv.round_config, srv.cohort, srv.vector_words, session_id=SID, round=0)
-    setups = {m.recipient: m for m in sr.start()}
+    setups = sr.start()
+    by_id = {m.recipient: m for m in setups}
     for u in srv.cohort:
         srv.peers[u] = _Peer(u, 100 + u)
-    answers = {u: ClientRound(u, config=srv.round_config).receive(setups[u])[0]
+    answers = {u: ClientRound(u, config=srv.round_config).receive(by_id[u])[0]
                for u in srv.cohort}
-    return srv, cap, sr, _RoundState(sr, 0, SID), answers
+    return srv, cap, sr, DirectRound(srv, sr, setups, deadline), answers
 
 
 def inbound(u: int, data: bytes | None, reason: str = "") -> _Inbound:

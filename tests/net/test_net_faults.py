@@ -262,7 +262,7 @@ def _spend_client_budget(d, u):
     state.mkdir(parents=True)
     plan = plan_dp(d.settings.dp, d.settings.round, d.n, 64)
     with Ledger.create(state / "ledger.jsonl", d.settings.dp.budget, owner=f"client-{u}") as led:
-        led.record_round(event=plan.event, session="00" * 32, round_=0, cohort=d.n,
+        led.record_round(event=plan.event, session="00" * 32, round=0, cohort=d.n,
                          survivors=None, n_min=plan.n_min, clip_norm=1.0,
                          mechanism=plan.mechanism_record(None), sampler_tv=plan.sampler_tv)
     return state

@@ -27,14 +27,14 @@ from inprocess_harness import (
 )
 
 from protocol.net.frames import Decline, Result, encode_frame, protocol_frame
-from protocol.net.server import _Inbound, _RoundState
+from protocol.net.server import _Inbound
 from protocol.wire import encode
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def test_messages_that_arrived_before_the_deadline_count(tmp_path):
-    srv, cap, sr, state, answers = direct_round(deploy_demo(tmp_path))
+    srv, cap, sr, state, answers = direct_round(deploy_demo(tmp_path), deadline=0.05)
     for u in srv.cohort:  # all five answers are in the inbox before the deadline ...
         srv.inbox.put_nowait(inbound(u, protocol_frame(encode(answers[u]))))
     receive = sr.receive
@@ -44,23 +44,22 @@ def test_messages_that_arrived_before_the_deadline_count(tmp_path):
         return receive(m)
 
     sr.receive = busy
-    run_bounded(srv._collect(state, set(srv.cohort), 0.05))
+    run_bounded(state.collect())
     assert state.dropped == {}, cap.events("late-message-ignored")
     assert sr.u1 == frozenset(srv.cohort)
 
 
 def test_server_refuses_impersonation_replay_stale_and_foreign_frames(tmp_path):
     srv, _, sr, state, ans = direct_round(deploy_demo(tmp_path))
-    pending = set(srv.cohort)
-    srv._handle(state, pending, inbound(1, protocol_frame(encode(ans[2]))))  # in 2's name
-    srv._handle(state, pending, inbound(2, protocol_frame(encode(ans[2]))))  # 2 itself
-    srv._handle(state, pending, inbound(3, protocol_frame(encode(ans[3]))))
-    srv._handle(state, pending, inbound(3, protocol_frame(encode(ans[3]))))  # second copy
+    state.handle(inbound(1, protocol_frame(encode(ans[2]))))  # in 2's name
+    state.handle(inbound(2, protocol_frame(encode(ans[2]))))  # 2 itself
+    state.handle(inbound(3, protocol_frame(encode(ans[3]))))
+    state.handle(inbound(3, protocol_frame(encode(ans[3]))))  # second copy
     stale = dataclasses.replace(ans[4], session_id=bytes(32))
-    srv._handle(state, pending, inbound(4, protocol_frame(encode(stale))))
+    state.handle(inbound(4, protocol_frame(encode(stale))))
     result = encode_frame(Result(SID, 0, (0,), np.zeros(16, np.uint32)))
-    srv._handle(state, pending, inbound(0, result))  # a server-to-client kind
-    assert sr.u1 == {2, 3} and pending == set()
+    state.handle(inbound(0, result))  # a server-to-client kind
+    assert sr.u1 == {2, 3} and state.pending == set()
     assert "in the name of client 2" in state.dropped[1]
     assert "replayed message" in state.dropped[3]
     assert "wrong session or round" in state.dropped[4]
@@ -68,12 +67,12 @@ def test_server_refuses_impersonation_replay_stale_and_foreign_frames(tmp_path):
     assert 2 not in state.dropped and srv.peers[2].status is None
     assert all(srv.peers[u].status[0] is grpc.StatusCode.INVALID_ARGUMENT for u in (0, 1, 3, 4))
     # a connection that is not the client's current one is ignored, not punished
-    srv._handle(state, set(), _Inbound(2, 999, b"garbage"))
+    state.handle(_Inbound(2, 999, b"garbage"))
     assert 2 not in state.dropped
 
 
 def test_server_handler_turns_any_bytes_into_a_violation_never_an_exception(tmp_path):
-    srv, _, sr, _, ans = direct_round(deploy_demo(tmp_path))
+    srv, _, sr, state, ans = direct_round(deploy_demo(tmp_path))
     rng = random.Random(5)
     base = protocol_frame(encode(ans[0]))
     for _ in range(600):
@@ -86,8 +85,7 @@ def test_server_handler_turns_any_bytes_into_a_violation_never_an_exception(tmp_
                 del g[rng.randrange(len(g)):]
             else:
                 g += os.urandom(rng.randint(1, 8))
-        state = _RoundState(sr, 0, SID)
-        srv._handle(state, set(), inbound(0, bytes(g)))  # must not raise
+        state.fresh().handle(inbound(0, bytes(g)))  # must not raise
 
 
 def test_decline_drops_at_once_and_foreign_declines_are_violations(tmp_path):
@@ -97,17 +95,16 @@ def test_decline_drops_at_once_and_foreign_declines_are_violations(tmp_path):
     srv, _, sr, state, ans = direct_round(deploy_demo(tmp_path))
     previous = bytes([1]) * 32
     srv._previous_session = previous
-    pending = set(srv.cohort)
-    srv._handle(state, pending, inbound(0, encode_frame(Decline(SID, 0, "over budget"))))
+    state.handle(inbound(0, encode_frame(Decline(SID, 0, "over budget"))))
     assert state.dropped[0] == "declined: over budget" and srv.peers[0].status is None
-    srv._handle(state, pending, inbound(1, encode_frame(Decline(previous, 0, "late"))))
+    state.handle(inbound(1, encode_frame(Decline(previous, 0, "late"))))
     assert 1 not in state.dropped and srv.peers[1].status is None
-    srv._handle(state, pending, inbound(1, encode_frame(Decline(previous, 0, "again"))))
+    state.handle(inbound(1, encode_frame(Decline(previous, 0, "again"))))
     assert "not the current or previous" in state.dropped[1]
     assert srv.peers[1].status[0] is grpc.StatusCode.INVALID_ARGUMENT
-    srv._handle(state, pending, inbound(2, encode_frame(Decline(bytes(32), 0, "foreign"))))
+    state.handle(inbound(2, encode_frame(Decline(bytes(32), 0, "foreign"))))
     assert "not the current or previous" in state.dropped[2]
-    assert pending == {3, 4}
+    assert state.pending == {3, 4}
 
 
 def test_flooding_client_cannot_grow_the_server_inbox_without_bound(tmp_path):

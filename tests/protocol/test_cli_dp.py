@@ -86,7 +86,7 @@ def _signed_ledger(path, key, rounds, noise):
 
     led = Ledger.create(path, Budget(50.0, 1e-5), signing_key=key)
     for r in range(rounds):
-        led.record_round(event=GaussianDpEvent(noise), session="s", round_=r, cohort=10,
+        led.record_round(event=GaussianDpEvent(noise), session="s", round=r, cohort=10,
                          survivors=9, n_min=8, clip_norm=1.0, mechanism={"name": "gaussian"},
                          sampler_tv=0.0)
     led.close()

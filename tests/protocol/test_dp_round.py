@@ -190,12 +190,12 @@ def test_client_over_its_budget_stays_out(tmp_path, traffic):
     # client 4 has spent one round of a budget that does not hold two
     probe = Ledger.create(tmp_path / "probe.jsonl", Budget(50.0, 1e-5))
     eps1, _ = probe.check(one, plan.sampler_tv)
-    probe.record_round(event=one, session="s", round_=0, cohort=N, survivors=N, n_min=10,
+    probe.record_round(event=one, session="s", round=0, cohort=N, survivors=N, n_min=10,
                        clip_norm=1.0, mechanism={"name": "skellam"}, sampler_tv=plan.sampler_tv)
     eps2, _ = probe.check(one, plan.sampler_tv)
     assert eps2 > 1.2 * eps1
     tired = Ledger.create(tmp_path / "c4.jsonl", Budget(1.2 * eps1, 1e-5), owner="c4")
-    tired.record_round(event=one, session="s", round_=0, cohort=N, survivors=N, n_min=10,
+    tired.record_round(event=one, session="s", round=0, cohort=N, survivors=N, n_min=10,
                        clip_norm=1.0, mechanism={"name": "skellam"}, sampler_tv=plan.sampler_tv)
     others = {u: Ledger.create(tmp_path / f"c{u}.jsonl", Budget(50.0, 1e-5), owner=f"c{u}")
               for u in (0, 7, 11)}
@@ -394,7 +394,7 @@ def test_round_is_reproducible_with_seeded_noise(monkeypatch):
 def test_ledger_entries_describe_the_round(tmp_path):
     plan = plan_dp(config(), ROUND_CONFIG, N, DIM)
     server = Ledger.create(tmp_path / "server.jsonl", config().budget)
-    result = run_dp_round(updates(N, DIM), plan, server_ledger=server, round_=3,
+    result = run_dp_round(updates(N, DIM), plan, server_ledger=server, round=3,
                           session_id=b"\x01" * 32, model_hash="cd" * 32,
                           dropouts={"unmasking": {0}})
     entry = json.loads(server.path.read_bytes().splitlines()[-1])
