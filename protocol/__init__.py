@@ -21,9 +21,20 @@ from .errors import (
 )
 from .participant import Participant
 from .server import ServerRound
-from .simulate import SimulationResult, Transcript, simulate_round
 from .transitions import STAGES, ClientState, ServerState, Stage, stage_order
 from .wire import decode, encode
+
+#: Names of the in-process host, imported on first use so that a network host (which imports
+#: ``protocol``) does not load the simulator.
+_SIMULATION = ("SimulationResult", "Transcript", "simulate_round")
+
+
+def __getattr__(name: str):
+    if name in _SIMULATION:
+        from . import simulate
+
+        return getattr(simulate, name)
+    raise AttributeError(f"module 'protocol' has no attribute {name!r}")
 
 __all__ = [
     "STAGES",
