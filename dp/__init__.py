@@ -1,10 +1,10 @@
 """dp: clipping, encoding to the ring, discrete noise, accounting, ledger and audit.
 
-DESIGN.md section 5. The distributed DP pipeline of Kairouz, Liu, Steinke (ICML 2021) and
+docs/architecture.md section 6. The distributed DP pipeline of Kairouz, Liu, Steinke (ICML 2021) and
 Agarwal, Kairouz, Liu (NeurIPS 2021): flatten -> clip -> rotate -> scale -> conditional
 randomized rounding -> Skellam or discrete Gaussian noise -> Z_{2^b}; the server decodes the
-sum. ``dp`` does not import ``secagg`` (DESIGN.md section 2); :mod:`protocol.dp_round` composes
-them.
+sum. ``dp`` does not import ``secagg`` (docs/architecture.md section 1); :mod:`protocol.dp_round`
+composes them.
 
     from dp import flatten, clip, choose_encoding, encode, sample_noise, RdpAccountant
 """

@@ -1,7 +1,8 @@
 """Exceptions of :mod:`dp`.
 
-One base exception, :class:`DPError`, for the package (PyNaCl's convention, DESIGN.md section 6):
-each subclass also subclasses the matching builtin, so ``except ValueError`` keeps working.
+One base exception, :class:`DPError`, for the package (PyNaCl's convention, docs/architecture.md
+section 8): each subclass also subclasses the matching builtin, so ``except ValueError`` keeps
+working.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Cryptographic randomness for noise and rounding: AES-256-CTR keystream as 64-bit words.
 
-The DP noise must come from a cryptographic source (DESIGN.md section 5; Mironov CCS 2012 on
-floating-point attacks, and the general point that a predictable PRNG makes noise removable).
+The DP noise must come from a cryptographic source (docs/architecture.md section 6; Mironov CCS 2012
+on floating-point attacks, and the general point that a predictable PRNG makes noise removable).
 :class:`CryptoRandom` keys AES-256 in CTR mode with a 32-byte seed drawn from the operating
 system (``os.urandom``) and reads the keystream as little-endian uint64 words. An explicit
 ``seed`` exists for reproducible tests and known-answer vectors only: noise made from a seed the

@@ -3,8 +3,8 @@ accounting: what the client and the server each add around a SecAgg round. The i
 DP round (through the simulator) is :mod:`protocol.dp_round`; the network hosts import only
 this module.
 
-DESIGN.md section 5 (Kairouz, Liu, Steinke ICML 2021; Agarwal, Kairouz, Liu NeurIPS 2021):
-each client clips, rotates, scales, rounds and adds its share of discrete noise; SecAgg sums;
+docs/architecture.md section 6 (Kairouz, Liu, Steinke ICML 2021; Agarwal, Kairouz, Liu NeurIPS
+2021): each client clips, rotates, scales, rounds and adds its share of discrete noise; SecAgg sums;
 the server lifts, rescales and rotates back, and records the round in its ledger.
 
 The noise deficit. Each client adds the share of noise planned for n_min survivors, of whom

@@ -1,4 +1,4 @@
-"""Protocol exceptions (DESIGN.md section 6, after h11's ``_util.py``).
+"""Protocol exceptions (docs/architecture.md section 8, after h11's ``_util.py``).
 
 * :class:`LocalProtocolError`: this party was asked to make an illegal move ("can't handle X
   in state Y"), or a check on a received message failed while processing it.

@@ -1,4 +1,5 @@
-"""The wire format: versioned, canonical, strict, bounded; never pickle (DESIGN.md section 4).
+"""The wire format: versioned, canonical, strict, bounded; never pickle (docs/architecture.md
+section 3).
 
 Layout: ``VERSION (u8) | message type (u8) | fields in schema order``, big-endian integers.
 Field kinds: ``u8``, ``u32``, fixed-size bytes, length-prefixed bytes (u32 length, bounded),

@@ -1,6 +1,6 @@
 """secagg: the cryptographic core of the privacy-hardened secure-aggregation framework.
 
-numpy and cryptography only; no protocol state and no I/O (DESIGN.md sections 2-3).
+numpy and cryptography only; no protocol state and no I/O (docs/architecture.md sections 1-2).
 Modules: ring (Z_{2^b}), prg (mask expansion), keyagreement (X25519 + HKDF), shamir,
 aead (share transport), identity (Ed25519), masking, graph (SecAgg+ Harary graph), params
 (Bell et al. parameter finder), encoding (canonical bytes), errors, hazmat (explicit

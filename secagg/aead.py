@@ -2,7 +2,7 @@
 
 Bonawitz et al. (CCS 2017), section 4, ShareKeys: shares travel through the server encrypted
 under a key agreed from c_u^SK, c_v^PK. The associated data binds protocol version, session,
-round, sender and receiver (DESIGN.md section 3), so a ciphertext replayed into another
+round, sender and receiver (docs/architecture.md section 2), so a ciphertext replayed into another
 session or round, or re-addressed to another client, fails to open.
 
 Frame: ``VERSION (1) | nonce (12) | ciphertext || tag (16)``. The nonce is random (96 bits);

@@ -2,8 +2,9 @@
 
 Used wherever bytes are bound cryptographically: HKDF ``info`` strings, AEAD associated data,
 signed messages and share framing. Every encoding starts with a version byte (pyca convention,
-DESIGN.md section 6); each field is type-tagged and length-prefixed, so two different tuples can
-never encode to the same bytes (no ambiguity between ``("ab", "c")`` and ``("a", "bc")``).
+docs/architecture.md section 8); each field is type-tagged and length-prefixed, so two different
+tuples can never encode to the same bytes (no ambiguity between ``("ab", "c")`` and ``("a",
+"bc")``).
 
 Layout: ``VERSION (1) | field count (u16) | fields``, each field one of
 

@@ -2,9 +2,9 @@
 
 Nothing here is needed by a correct protocol run. Each function removes a source of fresh
 randomness (Shamir coefficients, AEAD nonces, key material) and is safe only when the caller
-guarantees uniqueness and secrecy itself (pyca/cryptography's "hazmat" convention, DESIGN.md
-section 6). Production code must not import this module; ``tests/secagg/test_hazmat_boundary.py``
-checks that no other module of the package does.
+guarantees uniqueness and secrecy itself (pyca/cryptography's "hazmat" convention,
+docs/architecture.md section 8). Production code must not import this module;
+``tests/secagg/test_hazmat_boundary.py`` checks that no other module of the package does.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Bonawitz et al. (CCS 2017), section 4 (AdvertiseKeys: each client publishes two public keys,
 c_u^PK for share encryption and s_u^PK for masks) and section 3.3 (KA.agree followed by a
 hash). Here KA is X25519 (RFC 7748) and the hash is HKDF-SHA256 (RFC 5869) whose ``info``
-binds everything that must make a secret unique (DESIGN.md section 3):
+binds everything that must make a secret unique (docs/architecture.md section 2):
 
     info = canonical("secagg-kdf", VERSION, session_id, round, min(u, v), max(u, v), purpose)
     salt = "secagg/kdf/v1"

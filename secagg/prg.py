@@ -1,7 +1,7 @@
 """Mask pseudorandom generator: a 32-byte seed and a purpose label expand to b-bit values.
 
 Bonawitz et al. (CCS 2017), section 3.4 and 4: masks are PRG(b_u) and PRG(s_uv) with a secure
-PRG; DESIGN.md section 3 fixes AES-128-CTR (default) or ChaCha20 from ``cryptography``.
+PRG; docs/architecture.md section 2 fixes AES-128-CTR (default) or ChaCha20 from ``cryptography``.
 
 Construction (version 1):
 

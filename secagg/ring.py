@@ -1,10 +1,10 @@
 """Arithmetic in the ring Z_{2^b}, b in [8, 64], on numpy arrays.
 
 Masked inputs live in Z_{2^b} (Bonawitz et al., CCS 2017, section 4: inputs in Z_R with R a
-power of two; DESIGN.md section 3). Elements are stored as ``uint32`` for b <= 32 and ``uint64``
-otherwise. Because 2^b divides the storage modulus 2^32 or 2^64, numpy's wrap-around arithmetic
-followed by one AND with ``2^b - 1`` is exact reduction mod 2^b; intermediate sums may therefore
-be kept unreduced in the storage width and reduced once.
+power of two; docs/architecture.md section 2). Elements are stored as ``uint32`` for b <= 32 and
+``uint64`` otherwise. Because 2^b divides the storage modulus 2^32 or 2^64, numpy's wrap-around
+arithmetic followed by one AND with ``2^b - 1`` is exact reduction mod 2^b; intermediate sums may
+therefore be kept unreduced in the storage width and reduced once.
 """
 
 from __future__ import annotations

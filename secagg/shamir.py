@@ -1,8 +1,8 @@
 """Shamir t-of-n secret sharing over the prime field GF(2^521 - 1).
 
 Shamir, "How to share a secret" (CACM 1979); used for b_u and s_u^SK in Bonawitz et al.
-(CCS 2017), section 4 (ShareKeys / Unmasking). DESIGN.md section 3 asks for p > 2^256; we use
-the Mersenne prime p = 2^521 - 1 (prime: Robinson 1952, checked by the Lucas-Lehmer test in
+(CCS 2017), section 4 (ShareKeys / Unmasking). docs/architecture.md section 2 asks for p > 2^256; we
+use the Mersenne prime p = 2^521 - 1 (prime: Robinson 1952, checked by the Lucas-Lehmer test in
 ``tests/secagg/test_shamir.py``), so one field element holds a whole secret of up to 64 bytes.
 
 A secret s of L bytes (1 <= L <= 64) is embedded as the integer ``0x01 || s`` (at most 2^520,

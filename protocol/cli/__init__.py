@@ -29,7 +29,7 @@ from .simulate import add_simulate_parser, progress, simulate
 __all__ = ["build_parser", "main"]
 
 #: The description ``secagg --help`` prints.
-DESCRIPTION = "The ``secagg`` command line (the outermost layer, DESIGN.md section 2)."
+DESCRIPTION = "The ``secagg`` command line (the outermost layer, docs/architecture.md section 1)."
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,8 +3,8 @@
 Strict TOML (unknown keys, wrong types and out-of-range values are refused with the key's
 name); relative paths are relative to the file that names them. The registry lists every
 cohort member: its id, the SHA-256 fingerprint of its TLS certificate and, in malicious mode,
-its Ed25519 identity key (DESIGN.md section 3). The server and every client must hold the same
-registry, round parameters, DP parameters and dimension; :func:`config_digest` hashes them, the
+its Ed25519 identity key (docs/architecture.md section 2). The server and every client must hold the
+same registry, round parameters, DP parameters and dimension; :func:`config_digest` hashes them, the
 server sends its digest in WELCOME and a client refuses a server whose digest differs.
 """
 

@@ -1,4 +1,4 @@
-"""Every client-side check of DESIGN.md section 4, each triggered by tampering one real
+"""Every client-side check of docs/architecture.md section 3, each triggered by tampering one real
 server message; the client refuses with RemoteProtocolError and stays in ERROR."""
 
 from __future__ import annotations
