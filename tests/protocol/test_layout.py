@@ -73,3 +73,24 @@ def test_importing_the_network_hosts_does_not_load_the_simulator():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout.strip()
     assert out == "[]"
+
+
+def _exception_classes():
+    import importlib
+    import inspect
+
+    out: dict[str, set[str]] = {}
+    for path in sources("secagg", "dp", "protocol"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        if name.endswith("__main__"):
+            continue
+        module = importlib.import_module(name.removesuffix(".__init__"))
+        for cls_name, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, BaseException) and cls.__module__ == module.__name__:
+                out.setdefault(cls_name, set()).add(cls.__module__)
+    return out
+
+
+def test_no_two_exception_classes_share_a_name():
+    twice = {n: sorted(m) for n, m in _exception_classes().items() if len(m) > 1}
+    assert not twice, twice
