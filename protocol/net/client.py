@@ -44,6 +44,7 @@ from dp.update import UpdateSpec, flatten, unflatten
 from secagg import Ring, SecAggError, SigningKey
 
 from ..client import ClientRound, InputError
+from ..config import Mode
 from ..dp_plan import DPClient, plan_dp
 from ..errors import ProtocolError, RemoteProtocolError, WireError
 from ..messages import Setup
@@ -106,12 +107,12 @@ class AsyncClient:
         self.log = log or JsonLog(settings.log, party=f"client-{settings.id}")
         self.provider = provider
         self.identity = None
-        if s.round.mode == "malicious":
+        if s.round.mode == Mode.MALICIOUS:
             self.identity = SigningKey(load_signing_key(s.identity))
-        self.registry = s.registry.verify_keys() if s.round.mode == "malicious" else None
+        self.registry = s.registry.verify_keys() if s.round.mode == Mode.MALICIOUS else None
         self.plan = plan_dp(s.dp, s.round, len(s.registry.members), s.dim) if s.dp else None
         self.round_config = self.plan.round_config if self.plan else s.round
-        if s.state_dir is None and s.round.mode == "malicious":
+        if s.state_dir is None and s.round.mode == Mode.MALICIOUS:
             raise SettingsError("malicious mode needs state_dir: the sessions this client took "
                                 "part in must outlive a restart")
         if s.state_dir is not None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from secagg import VerifyKey
 
-from ..config import ConfigError, RoundConfig
+from ..config import ConfigError, Mode, RoundConfig
 from ..dp_plan import DPConfig
 from ..messages import MAX_CLIENT_ID, MAX_VECTOR_BYTES
 from ..transitions import STAGES
@@ -193,7 +193,7 @@ def _common(base: Path, t: _Table) -> dict:
     reg = load_registry(_path(base, t, "registry"))
     rc = _round_config(t.table("round"))
     dp = _dp_config(t.table("dp"))
-    if rc.mode == "malicious" and reg.verify_keys() is None:
+    if rc.mode == Mode.MALICIOUS and reg.verify_keys() is None:
         raise SettingsError("malicious mode: every registry entry needs an ed25519 key")
     runnable(rc, dp, len(reg.members), dim)
     return dict(dim=dim, registry=reg, round=rc, dp=dp, ca=_path(base, t, "ca"),
@@ -330,10 +330,10 @@ def load_client(path: str | Path) -> ClientSettings:
     t.done()
     if kw["id"] not in kw["registry"].members:
         raise SettingsError(f"{path}: client id {kw['id']} is not in the registry")
-    if kw["round"].mode == "malicious" and kw["identity"] is None:
+    if kw["round"].mode == Mode.MALICIOUS and kw["identity"] is None:
         raise SettingsError(f"{path}: malicious mode needs the client's identity key file")
     if kw["state_dir"] is None:
-        if kw["round"].mode == "malicious":
+        if kw["round"].mode == Mode.MALICIOUS:
             raise SettingsError(f"{path}: malicious mode needs state_dir, where the sessions "
                                 "this client took part in are kept across restarts")
         kw["state_dir"] = base / DEFAULT_STATE_DIR / f"client-{kw['id']}"
