@@ -14,22 +14,23 @@ from .encoding import EncodingPlan, choose_encoding, decode, encode, to_ring, wr
 from .errors import (
     AccountingError,
     BudgetExceeded,
+    BudgetMismatch,
     DPError,
     LedgerError,
     ParameterError,
     UpdateError,
 )
 from .events import DistributedDiscreteGaussianDpEvent, SkellamDpEvent
-from .ledger import Budget, Ledger, verify
+from .ledger import Budget, Ledger, open_ledger, verify
 from .noise import noise_table, sample_noise
 from .randomness import CryptoRandom
 from .update import UpdateSpec, clip, flatten, unflatten
 
 __all__ = [
-    "AccountingError", "Budget", "BudgetExceeded", "CryptoRandom", "DPError",
+    "AccountingError", "Budget", "BudgetExceeded", "BudgetMismatch", "CryptoRandom", "DPError",
     "DistributedDiscreteGaussianDpEvent", "EncodingPlan", "Ledger", "LedgerError",
     "ParameterError", "RdpAccountant", "SkellamDpEvent", "UpdateError", "UpdateSpec",
     "choose_encoding", "clip", "decode", "encode", "flatten", "fold_sampler_distance",
     "noise_table", "pld_epsilon", "plan_noise", "sample_noise", "to_ring", "unflatten",
-    "verify", "wrap_probability",
+    "open_ledger", "verify", "wrap_probability",
 ]

@@ -627,8 +627,8 @@ class Ledger:
         _fsync_dir(hp)
 
 
-def open_ledger(path: str | Path, budget: Budget, *, key: Ed25519PrivateKey | None = None,
-                owner: str) -> Ledger:
+def open_ledger(path: str | Path, budget: Budget, key: Ed25519PrivateKey | None = None,
+                owner: str = "server") -> Ledger:
     """The one way every caller (simulation, server, client) gets its ledger: opened and
     verified if ``path`` exists, created for ``budget`` and ``owner`` otherwise.
 

@@ -44,6 +44,7 @@ from .stages.unmasking import CollectResponses, Unmasked
 from .transitions import ServerState, Stage, server_accepts, server_next
 
 _Collector = CollectKeys | CollectShares | CollectInputs | CollectSignatures | CollectResponses
+_STAGE_OF = {state: Stage(state.value) for state in ServerState if state.value in set(Stage)}
 
 
 class ServerRound:
@@ -108,8 +109,7 @@ class ServerRound:
     @property
     def stage(self) -> Stage | None:
         """The stage now open (None before the start and after the end)."""
-        return Stage(self._state.value) if self._state.value in Stage.__members__.values() \
-            else None
+        return _STAGE_OF.get(self._state)
 
     config = property(lambda self: self._ctx.config)
     params: RoundParameters = property(lambda self: self._ctx.params)
@@ -237,17 +237,17 @@ class ServerRound:
     def receive(self, m: Message) -> None:
         """Accept one client message. Raises RemoteProtocolError (and discards it) if it is
         illegal now, from another session, round or client, a duplicate, or fails a check."""
-        stage = self.stage
-        if self._state in (ServerState.DONE, ServerState.ABORTED):
-            raise self._ctx.refuse(self._state.value, m, "the round is over")
+        ctx, state = self._ctx, self._state
+        if state in (ServerState.DONE, ServerState.ABORTED):
+            raise ctx.refuse(state.value, m, "the round is over")
         try:
-            server_accepts(self._state, type(m))
+            server_accepts(state, type(m))
         except LocalProtocolError as exc:
-            raise self._ctx.refuse(self._state.value, m, str(exc)) from None
-        if m.session_id != self.session_id or m.round != self.round:
-            raise self._ctx.refuse(stage, m, "wrong session or round (replay)")
-        if m.sender not in self.graph.clients:
-            raise self._ctx.refuse(stage, m, "sender is not in the cohort")
+            raise ctx.refuse(state.value, m, str(exc)) from None
+        if m.session_id != ctx.session_id or m.round != ctx.round:
+            raise ctx.refuse(state.value, m, "wrong session or round (replay)")
+        if m.sender not in ctx.graph.clients:
+            raise ctx.refuse(state.value, m, "sender is not in the cohort")
         self._open.accept(m)
 
     # -- closing stages ----------------------------------------------------------------------

@@ -1023,3 +1023,20 @@ def test_round_the_independent_accountant_cannot_check_is_refused(tmp_path, nois
         led.record_round(event=GaussianDpEvent(1e8), session="s", round=0, cohort=10,
                          survivors=10, n_min=5, clip_norm=1.0, mechanism={}, sampler_tv=0.0)
     assert verify(path).entries == 1
+
+
+def test_open_ledger_creates_opens_and_refuses_another_budget(tmp_path):
+    from dp import BudgetMismatch, open_ledger
+
+    path = tmp_path / "l.jsonl"
+    with open_ledger(path, Budget(4.0, 1e-5), None, "client-3") as led:
+        first_id = led.ledger_id
+    with open_ledger(path, Budget(4.0, 1e-5), owner="client-3") as led:
+        assert led.ledger_id == first_id  # opened (and verified), not recreated
+    before = path.read_bytes()
+    for other in (Budget(8.0, 1e-5), Budget(4.0, 1e-6)):
+        with pytest.raises(BudgetMismatch, match="was created for the budget"):
+            open_ledger(path, other, owner="client-3")
+    assert path.read_bytes() == before
+    with open_ledger(path, Budget(4.0, 1e-5)) as led:  # the refusal released the lock
+        assert led.rounds == 0
