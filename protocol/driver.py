@@ -109,6 +109,10 @@ class StageRun:
         """Clients sent a message in this stage that have not answered (nor dropped)."""
         return frozenset(self._pending)
 
+    def is_pending(self, client: int) -> bool:
+        """Whether ``client`` must still answer in this stage (O(1); :attr:`pending` copies)."""
+        return client in self._pending
+
     @property
     def done(self) -> bool:
         return not self._pending
@@ -141,11 +145,13 @@ class RoundDriver:
     def __init__(self, server: ServerRound, host: Host, *, meter: Meter = nullcontext) -> None:
         self.server, self.host, self.meter = server, host, meter
         self._dropped: dict[int, Drop] = {}
+        self._dropped_view = MappingProxyType(self._dropped)
         self.history: list[StageRun] = []  # every stage opened so far, in order
 
     @property
     def dropped(self) -> Mapping[int, Drop]:
-        return MappingProxyType(self._dropped)
+        """client -> how it left the round (a read-only view)."""
+        return self._dropped_view
 
     def drop(self, client: int, drop: Drop) -> bool:
         """Record that ``client`` left; True if it had not left before."""

@@ -242,9 +242,9 @@ class _InProcessHost(Host):
             rec.server.sent_messages += 1
             rec.server.sent_bytes += len(data)
             u = msg.recipient
-            if u in run.pending and u in gone:
+            if u in gone and run.is_pending(u):
                 run.drop(u, DropReason.SCHEDULED)
-            if u not in run.pending:
+            if not run.is_pending(u):
                 continue  # dropped: receives nothing more, sends nothing from here on
             t = rec.client(u)
             t.received_messages += 1
