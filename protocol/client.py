@@ -172,8 +172,9 @@ class ClientRound:
             return self._give(x)
 
     def accepts(self, message: Message) -> bool:
-        """Whether ``message`` is legal now (state, recipient, session and round), without
-        processing it or changing any state: lets a caller avoid work for a message
+        """Whether ``message`` is legal now (state, recipient, session and round, and for a
+        Setup a session this identity never took part in), without processing it or changing
+        any state: lets a caller avoid work (or a privacy charge) for a message
         :meth:`receive` would refuse anyway."""
         if self._state is ClientState.ERROR:
             return False
@@ -200,6 +201,8 @@ class ClientRound:
             raise Refusal(f"message addressed to {getattr(m, 'recipient', None)}, not "
                           f"{self._id}")
         if isinstance(m, Setup):
+            if m.session_id in self._used:
+                raise Refusal("replayed session: this session id was already used")
             return
         s = self._keys.ctx.setup
         if m.session_id != s.session_id or m.round != s.round:
@@ -232,7 +235,7 @@ class ClientRound:
         """AWAIT_INPUT -> MASKED: mask x_u and return the MaskedInput."""
         nxt = client_next(self._mode, self._state, InputGiven)
         x = validated_input(self._keys, x)
-        out = client_mask(self._keys, self._peers, self._shares, x)
+        out = client_mask(self._keys, self._shares, x)
         self._input, self._state = None, nxt  # the masked vector is on its way out
         return [out]
 
@@ -256,4 +259,6 @@ class _Boundary:
         if isinstance(exc, LocalProtocolError | Refusal | SecAggError):
             c._fail(str(exc))
             raise RemoteProtocolError(f"client {c._id} refuses: {exc}") from exc
+        if isinstance(exc, Exception):  # no check anticipated it: the client stops here too
+            c._fail(f"{type(exc).__name__}: {exc}")
         return False

@@ -109,6 +109,10 @@ class StageRun:
         """Clients sent a message in this stage that have not answered (nor dropped)."""
         return frozenset(self._pending)
 
+    def has_left(self, client: int) -> bool:
+        """Whether ``client`` has dropped out of the round (at this stage or before)."""
+        return client in self._driver.dropped
+
     def is_pending(self, client: int) -> bool:
         """Whether ``client`` must still answer in this stage (O(1); :attr:`pending` copies)."""
         return client in self._pending
@@ -207,7 +211,9 @@ class RoundDriver:
             raise
         except Exception as exc:  # the write-ahead record failed: nothing may be unmasked
             why = f"I/O error: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
-            raise RoundAborted(stage, AbortReason.LEDGER_REFUSED, why) from exc
+            abort = RoundAborted(stage, AbortReason.LEDGER_REFUSED, why)
+            self.server.give_up(abort)
+            raise abort from exc
 
 
 __all__ = ["AsyncHost", "Drop", "DropReason", "Host", "RoundDriver", "StageRun"]

@@ -20,7 +20,7 @@ from secagg import SigningKey, VerifyKey
 from .client import ClientRound
 from .config import RoundConfig
 from .dp_plan import DPClient
-from .errors import LocalProtocolError
+from .errors import LocalProtocolError, RemoteProtocolError
 from .messages import Message, Setup
 
 
@@ -63,6 +63,10 @@ class Participant:
         budget, and RemoteProtocolError if the Setup is refused."""
         self._round = None
         if self._dp is not None:
+            words = self._dp.plan.encoding.padded_dim
+            if setup.dim != words:
+                raise RemoteProtocolError(f"client {self._id} refuses: the setup's dimension "
+                                          f"{setup.dim} is not the DP plan's {words}")
             self._dp.check_budget()
         machine = ClientRound(self._id, config=self._config, identity=self._identity,
                               registry=self._registry, used_sessions=self._used)

@@ -296,5 +296,12 @@ class ServerRound:
             self._enter(nxt)
         return out
 
+    def give_up(self, abort: RoundAborted) -> None:
+        """End the round from outside (its host could not go on: the DP write-ahead record
+        failed before any unmasking request left). The round is ABORTED for good."""
+        if self._state in (ServerState.DONE, ServerState.ABORTED):
+            raise LocalProtocolError(f"can't give up in state {self._state.value}")
+        self._aborted(abort)
+
     def _aborted(self, exc: RoundAborted) -> None:
         self._state, self._open, self._abort = ServerState.ABORTED, None, exc

@@ -242,9 +242,9 @@ class _InProcessHost(Host):
             rec.server.sent_messages += 1
             rec.server.sent_bytes += len(data)
             u = msg.recipient
-            if u in gone and run.is_pending(u):
+            if u in gone:
                 run.drop(u, DropReason.SCHEDULED)
-            if not run.is_pending(u):
+            if run.has_left(u):
                 continue  # dropped: receives nothing more, sends nothing from here on
             t = rec.client(u)
             t.received_messages += 1

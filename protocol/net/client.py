@@ -355,7 +355,7 @@ class AsyncClient:
                 out = p.give_input(flat, weight=weight)
             else:
                 out = p.give_input(np.asarray(update))
-        except (DPError, SecAggError, ProtocolError, TypeError, ValueError) as exc:
+        except (DPError, SecAggError, ProtocolError, OSError, TypeError, ValueError) as exc:
             # the detail can quote a value of the private input: it goes to the caller only
             await self._abandon(f"this client's input was refused ({type(exc).__name__})",
                                 level="error", public="this client's input was refused")

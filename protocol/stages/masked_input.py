@@ -52,9 +52,10 @@ class InputError(LocalProtocolError):
 @dataclass(frozen=True)
 class ClientShares:
     """What a client hands on from MaskedInput: the share pairs (b, s) it holds for each
-    neighbour in U2 (secret)."""
+    neighbour in U2, and the pairwise masks agreed with them (both secret)."""
 
     held: Mapping[int, tuple[Share, Share]] = field(repr=False)
+    pairwise: tuple[PairwiseMask, ...] = field(repr=False)
 
     @property
     def holders_of(self) -> frozenset[int]:
@@ -87,7 +88,13 @@ def client_receive_shares(keys: ClientKeys, peers: ClientPeers,
         held[v] = pair
     if len(held) < s.threshold:
         raise Refusal(f"only {len(held)} neighbours shared keys, t = {s.threshold}")
-    return ClientShares(MappingProxyType(held))
+    # agreed now, before the input is asked for: a neighbour's unusable s key is refused
+    # here, before a DP client is charged
+    kdf = KdfContext(s.session_id, s.round, PURPOSE_MASK)
+    pairs = tuple(PairwiseMask(agree(keys.s_keys, peers.peer_keys[v][1], own_id=ctx.id,
+                                     peer_id=v, context=kdf), pairwise_sign(ctx.id, v))
+                  for v in sorted(held))
+    return ClientShares(MappingProxyType(held), pairs)
 
 
 def validated_input(keys: ClientKeys, x: object) -> np.ndarray:
@@ -98,15 +105,10 @@ def validated_input(keys: ClientKeys, x: object) -> np.ndarray:
         raise InputError(str(exc)) from exc
 
 
-def client_mask(keys: ClientKeys, peers: ClientPeers, shares: ClientShares,
-                x: np.ndarray) -> MaskedInput:
+def client_mask(keys: ClientKeys, shares: ClientShares, x: np.ndarray) -> MaskedInput:
     """y_u = x_u + PRG(b_u) + sum of signed pairwise masks with the neighbours in U2."""
     ctx, s = keys.ctx, keys.ctx.setup
-    kdf = KdfContext(s.session_id, s.round, PURPOSE_MASK)
-    pairs = [PairwiseMask(agree(keys.s_keys, peers.peer_keys[v][1], own_id=ctx.id, peer_id=v,
-                                context=kdf), pairwise_sign(ctx.id, v))
-             for v in sorted(shares.held)]
-    y = mask_input(x, ring=ctx.ring, self_seed=keys.b_seed, pairwise=pairs)
+    y = mask_input(x, ring=ctx.ring, self_seed=keys.b_seed, pairwise=list(shares.pairwise))
     return MaskedInput(s.session_id, s.round, ctx.id, y)
 
 

@@ -315,3 +315,22 @@ def test_semi_honest_mode_assumes_an_honest_server_split_alive_dead_lists_read_a
     x_v = np.array(y_v.vector, dtype=np.uint32)
     remove_masks(x_v, ring=Ring(32), self_seeds=[b_v], pairwise=pairs)
     np.testing.assert_array_equal(x_v, r.inputs[v])
+
+
+def test_a_second_shares_delivery_is_refused():
+    """A server that delivers a client's shares twice (hoping for a second masked input under
+    the same masks) gets one masked input: the client refuses the second delivery and leaves
+    the round, which still completes without it at unmasking."""
+    x = np.arange(10 * 4, dtype=np.uint32).reshape(10, 4)
+
+    def twice(stage, msgs):
+        if stage == "masked_input":
+            return msgs + [m for m in msgs if m.recipient == 0]
+        return msgs
+
+    result = simulate_round(x, RoundConfig(bits=16, complete_graph=True), server_hook=twice)
+    refused = result.transcript.stages["masked_input"].refused
+    assert any("client 0 refuses" in why and "SharesDelivery" in why for why in refused)
+    assert 0 in result.survivors  # its one masked input counts
+    expected = x[sorted(result.survivors)].astype(np.uint64).sum(axis=0) % (1 << 16)
+    assert np.array_equal(result.aggregate, expected)

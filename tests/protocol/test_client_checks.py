@@ -65,6 +65,7 @@ def test_replayed_session_is_refused():
     c.receive(setup)
     c2 = ClientRound(u, config=r.clients[u].config, input=r.inputs[u].copy(),
                      used_sessions=used)
+    assert not c2.accepts(setup)  # a host can skip the round (and any charge) up front
     with pytest.raises(RemoteProtocolError, match="replayed session"):
         c2.receive(setup)
 
@@ -246,3 +247,23 @@ def test_wrong_input_is_a_local_error():
     with pytest.raises(InputError, match="length 5, expected 16"):
         c.receive(m)
     assert c.state is ClientState.ERROR
+
+
+def test_unusable_neighbour_mask_key_is_refused_before_the_input_is_asked_for():
+    """A key broadcast that gives a neighbour an all-zero (low-order) s key: the client finds
+    out when it agrees the pairwise masks, which it does on receiving its shares, before its
+    machine asks for the input (so a DP client is never charged for such a round)."""
+    r = run_until("share_keys")
+    u = 0
+    m = r.by_recipient()[u]
+    v = next(e[0] for e in m.keys if e[0] != u)
+    bad = dataclasses.replace(m, keys=tuple((e[0], e[1], bytes(32), e[3], e[4]) if e[0] == v
+                                            else e for e in m.keys))
+    client = r.clients[u]
+    client._input = None  # no input yet: the machine would ask for it after the shares
+    r.answer([bad])
+    r.answer([x for x in r.outgoing if x.recipient != u])
+    delivery = next(x for x in r.server.close_stage() if x.recipient == u)
+    with pytest.raises(RemoteProtocolError):
+        client.receive(delivery)
+    assert client.state is ClientState.ERROR and not client.needs_input

@@ -425,3 +425,17 @@ def test_a_client_is_charged_only_when_its_masked_input_leaves_it(tmp_path, mode
     for u, led in ledgers.items():
         assert led.rounds == (0 if u in (0, 1, 2) else 1), u
     assert sorted(result.norms) == [u for u in range(N) if u not in (0, 1, 2)]
+
+
+def test_a_dp_client_refuses_a_setup_of_another_dimension_uncharged(tmp_path):
+    from protocol import Participant, RemoteProtocolError, ServerRound
+    from protocol.dp_plan import DPClient
+
+    plan = plan_dp(config(), ROUND_CONFIG, N, DIM)
+    led = Ledger.create(tmp_path / "c0.jsonl", config().budget, owner="client-0")
+    p = Participant(0, config=plan.round_config, dp=DPClient(0, plan, led))
+    srv = ServerRound(plan.round_config, range(N), plan.encoding.padded_dim + 1)
+    setup = next(m for m in srv.start() if m.recipient == 0)
+    with pytest.raises(RemoteProtocolError, match="dimension"):
+        p.join(setup)
+    assert p.round is None and led.rounds == 0
