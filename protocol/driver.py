@@ -113,10 +113,6 @@ class StageRun:
         """Whether ``client`` has dropped out of the round (at this stage or before)."""
         return client in self._driver.dropped
 
-    def is_pending(self, client: int) -> bool:
-        """Whether ``client`` must still answer in this stage (O(1); :attr:`pending` copies)."""
-        return client in self._pending
-
     @property
     def done(self) -> bool:
         return not self._pending
@@ -150,7 +146,6 @@ class RoundDriver:
         self.server, self.host, self.meter = server, host, meter
         self._dropped: dict[int, Drop] = {}
         self._dropped_view = MappingProxyType(self._dropped)
-        self.history: list[StageRun] = []  # every stage opened so far, in order
 
     @property
     def dropped(self) -> Mapping[int, Drop]:
@@ -191,7 +186,6 @@ class RoundDriver:
             if stage is Stage.UNMASKING:
                 self._survivors_known(stage)
             run = StageRun(self, stage, outgoing)
-            self.history.append(run)
             yield run
             for u in sorted(run.pending):
                 run.drop(u, DropReason.DEADLINE)

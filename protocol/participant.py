@@ -81,10 +81,6 @@ class Participant:
             raise LocalProtocolError(f"client {self._id} has joined no round")
         return self._round.receive(message)
 
-    def accepts(self, message: Message) -> bool:
-        """Whether the round joined would accept ``message`` now (no state changes)."""
-        return self._round is not None and self._round.accepts(message)
-
     def give_input(self, update: object, *, weight: float | None = None) -> list[Message]:
         """Give this client's input to a machine that needs it; return the MaskedInput.
 

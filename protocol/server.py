@@ -212,11 +212,12 @@ class ServerRound:
         if self._state is not ServerState.SETUP:
             raise LocalProtocolError(f"can't start in state {self._state.value}")
         out = setup_messages(self._ctx)
-        self._enter(server_next(self.mode, self._state))
+        self._enter(server_next(self.mode, self._state), out)
         return out
 
-    def _enter(self, state: ServerState) -> None:
-        """Move to ``state`` and open its stage's collector."""
+    def _enter(self, state: ServerState, requests: list[Message]) -> None:
+        """Move to ``state`` and open its stage's collector (Unmasking's answers
+        ``requests``, the messages that open it)."""
         self._state = state
         ctx = self._ctx
         match state:
@@ -228,6 +229,9 @@ class ServerRound:
                 self._open = CollectInputs(ctx, self._routed)
             case ServerState.CONSISTENCY_CHECK:
                 self._open = CollectSignatures(ctx, self.key_root, self._routed, self._summed)
+            case ServerState.UNMASKING:
+                self._open = CollectResponses(ctx, self._advertised.keys, self._routed,
+                                              self._summed, requests)
             case _:
                 self._open = None
         if self._open is not None:
@@ -287,13 +291,7 @@ class ServerRound:
                 _, out = c.close()
             case CollectResponses() as c:
                 self._unmasked = c.close()
-        if nxt is ServerState.UNMASKING:
-            self._enter(nxt)
-            self._open = CollectResponses(self._ctx, self._advertised.keys, self._routed,
-                                          self._summed, out)
-            self._collectors[Stage.UNMASKING] = self._open
-        else:
-            self._enter(nxt)
+        self._enter(nxt, out)
         return out
 
     def give_up(self, abort: RoundAborted) -> None:

@@ -56,7 +56,7 @@ def client_advertise(m: Setup, *, client_id: int, config: RoundConfig,
             raise Refusal(f"cohort members without a registered identity: {missing[:5]}")
     used_sessions.add(m.session_id)
     nbrs = harary_graph(m.cohort, m.neighbours, seed=m.graph_seed).neighbours(client_id)
-    ctx = ClientContext(client_id, m, params, Ring(m.bits), nbrs, registry)
+    ctx = ClientContext(client_id, m, Mode(m.mode), params, Ring(m.bits), nbrs, registry)
     keys = ClientKeys(ctx, KeyPair.generate(), KeyPair.generate(), secrets.token_bytes(32))
     commitment = commit_self_seed(m.session_id, m.round, client_id, keys.b_seed)
     sig = b""

@@ -70,11 +70,8 @@ class ClientContext:
 
     id: int
     setup: Setup
+    mode: Mode
     params: RoundParameters
     ring: Ring
     neighbours: frozenset[int]
     registry: Mapping[int, VerifyKey] | None = field(repr=False)
-
-    @property
-    def mode(self) -> Mode:
-        return Mode(self.setup.mode)
