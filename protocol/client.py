@@ -21,6 +21,7 @@ import numpy as np
 
 from secagg import SecAggError, SigningKey, VerifyKey
 
+from .client_state import RoundState, export_round, restore_round
 from .config import Mode, RoundConfig, RoundParameters
 from .errors import LocalProtocolError, RemoteProtocolError
 from .messages import (
@@ -184,6 +185,34 @@ class ClientRound:
         except (LocalProtocolError, Refusal):
             return False
         return True
+
+    # -- kept between processes (protocol.client_state) -------------------------------------
+    def export_state(self) -> bytes:
+        """This round's state as canonical JSON, secrets included: a host seals it
+        (:class:`~protocol.client_state.StateSealer`) before it leaves the process. Raises
+        LocalProtocolError in a state that is not kept (IDLE, DONE, ERROR)."""
+        if self._keys is None:
+            raise LocalProtocolError(f"a round in state {self._state.value} is not kept")
+        return export_round(RoundState(self._state, self._keys, self._peers, self._shares,
+                                       self._signed))
+
+    @classmethod
+    def restore_state(cls, data: bytes, *, config: RoundConfig,
+                      identity: SigningKey | None = None,
+                      registry: Mapping[int, VerifyKey] | None = None,
+                      used_sessions: MutableSet[bytes] | None = None) -> ClientRound:
+        """The round :meth:`export_state` wrote, under this client's configuration (checked
+        again against the kept Setup). Raises StateTampered for a state that does not decode,
+        LocalProtocolError for a Setup the configuration refuses now."""
+        kept = restore_round(data, config=config, registry=registry)
+        machine = cls(kept.keys.ctx.id, config=config, identity=identity, registry=registry,
+                      used_sessions=used_sessions)
+        if kept.keys.ctx.setup.session_id not in machine._used:
+            machine._used.add(kept.keys.ctx.setup.session_id)
+        machine._state = kept.state
+        machine._keys, machine._peers = kept.keys, kept.peers
+        machine._shares, machine._signed = kept.shares, kept.signed
+        return machine
 
     # -- internals ---------------------------------------------------------------------------
     @property

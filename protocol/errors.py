@@ -5,6 +5,8 @@
 * :class:`RemoteProtocolError`: the peer did something wrong. :meth:`ClientRound.receive` is
   the one boundary where a local error raised while handling a peer's message is converted.
 * :class:`WireError`: bytes that do not decode strictly. One type for every decoding failure.
+* :class:`StateError`: a kept client state that must not be restored (tampered, foreign,
+  rolled back).
 * :class:`RoundAborted`: the server cannot complete the round; ``reason`` names why.
 
 All derive from :class:`ProtocolError`, which also subclasses ValueError.
@@ -46,6 +48,23 @@ class RemoteProtocolError(ProtocolError):
 
 class WireError(RemoteProtocolError):
     """Bytes that are not a valid, canonical message of a known version and type."""
+
+
+class StateError(LocalProtocolError):
+    """A kept client state (:mod:`protocol.client_state`) that must not be restored."""
+
+
+class StateTampered(StateError):
+    """The sealed state does not decode or authenticate."""
+
+
+class ForeignState(StateError):
+    """The sealed state belongs to another node, client, session or round."""
+
+
+class StateRolledBack(StateError):
+    """The sealed state is older than the last one sealed for its session, or its session
+    already ended."""
 
 
 class RoundAborted(ProtocolError):

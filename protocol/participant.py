@@ -50,6 +50,11 @@ class Participant:
         return self._round
 
     @property
+    def config(self) -> RoundConfig:
+        """The round configuration this client checks every Setup against."""
+        return self._config
+
+    @property
     def dp(self) -> DPClient | None:
         return self._dp
 
@@ -98,6 +103,14 @@ class Participant:
         s = machine.setup
         vector = self._dp.prepare(update, session_id=s.session_id, round=s.round, weight=weight)
         return machine.set_input(vector)
+
+    def resume(self, machine: ClientRound) -> None:
+        """Continue a round kept outside this process (:meth:`ClientRound.restore_state`).
+        Raises LocalProtocolError if ``machine`` is another client's."""
+        if machine.id != self._id:
+            raise LocalProtocolError(f"client {self._id} cannot resume client {machine.id}'s "
+                                     "round")
+        self._round = machine
 
     def leave(self) -> None:
         """Forget the round joined (it ended, or this client gave it up)."""

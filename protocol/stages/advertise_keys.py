@@ -45,18 +45,8 @@ def client_advertise(m: Setup, *, client_id: int, config: RoundConfig,
     session, leaves this client out, or differs from this client's own configuration."""
     if m.session_id in used_sessions:
         raise Refusal("replayed session: this session id was already used")
-    if client_id not in m.cohort:
-        raise Refusal("this client is not in the cohort")
-    if m.graph_seed != derive_graph_seed(m.session_id, m.round, m.cohort):
-        raise Refusal("graph seed is not derived from the session and cohort")
-    params = _expected(m, config)
-    if m.mode == Mode.MALICIOUS:
-        missing = [u for u in m.cohort if u not in registry]
-        if missing:
-            raise Refusal(f"cohort members without a registered identity: {missing[:5]}")
+    ctx = client_context(m, client_id=client_id, config=config, registry=registry)
     used_sessions.add(m.session_id)
-    nbrs = harary_graph(m.cohort, m.neighbours, seed=m.graph_seed).neighbours(client_id)
-    ctx = ClientContext(client_id, m, Mode(m.mode), params, Ring(m.bits), nbrs, registry)
     keys = ClientKeys(ctx, KeyPair.generate(), KeyPair.generate(), secrets.token_bytes(32))
     commitment = commit_self_seed(m.session_id, m.round, client_id, keys.b_seed)
     sig = b""
@@ -66,6 +56,24 @@ def client_advertise(m: Setup, *, client_id: int, config: RoundConfig,
                                             commitment), label=ADVERTISE_LABEL)
     return keys, AdvertiseKeys(m.session_id, m.round, client_id, keys.c_keys.public_bytes,
                                keys.s_keys.public_bytes, commitment, sig)
+
+
+def client_context(m: Setup, *, client_id: int, config: RoundConfig,
+                   registry: Mapping[int, VerifyKey] | None) -> ClientContext:
+    """The round constants a Setup fixes, after every check of the Setup against this
+    client's own configuration but the replay check (a restored client re-derives them from
+    the Setup it accepted). Raises :class:`Refusal`."""
+    if client_id not in m.cohort:
+        raise Refusal("this client is not in the cohort")
+    if m.graph_seed != derive_graph_seed(m.session_id, m.round, m.cohort):
+        raise Refusal("graph seed is not derived from the session and cohort")
+    params = _expected(m, config)
+    if m.mode == Mode.MALICIOUS:
+        missing = [u for u in m.cohort if u not in registry]
+        if missing:
+            raise Refusal(f"cohort members without a registered identity: {missing[:5]}")
+    nbrs = harary_graph(m.cohort, m.neighbours, seed=m.graph_seed).neighbours(client_id)
+    return ClientContext(client_id, m, Mode(m.mode), params, Ring(m.bits), nbrs, registry)
 
 
 def _expected(m: Setup, config: RoundConfig) -> RoundParameters:
