@@ -34,7 +34,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.supercore import log
 
-from dp.errors import DPError
+from dp.errors import DPError, UpdateError
 from dp.ledger import Ledger, open_ledger
 
 from ..config import Mode, RoundConfig
@@ -108,13 +108,21 @@ class HardenedSecAggWorkflow:
         self.last = report
         t0 = time.perf_counter()
         try:
-            update = self._run(grid, rnd, sorted(fitins), fitins, base, report)
+            update = self._run(grid, rnd, fitins, base, report)
         except (RoundAborted, DPError, RemoteProtocolError) as exc:
             report.abort = exc
             log(ERROR, "hardened secure aggregation: round %s aborted: %s", rnd, exc)
             return
         finally:
             report.seconds = time.perf_counter() - t0
+        if not np.all(np.isfinite(update)):
+            # the weighted mean's decoded weight sum was not positive (the noise outweighed
+            # the weights): nothing sound can be applied
+            report.abort = UpdateError("the decoded update is not finite (decoded weight sum "
+                                       "not positive); the global model is left unchanged")
+            log(ERROR, "hardened secure aggregation: round %s not applied: %s", rnd,
+                report.abort)
+            return
         new = [(np.asarray(b, np.float64) + u).astype(np.asarray(b).dtype)
                for b, u in zip(base, _unflatten(update, base), strict=True)]
         parameters = ndarrays_to_parameters(new)
@@ -129,11 +137,11 @@ class HardenedSecAggWorkflow:
                 aggregated, True)
             context.history.add_metrics_distributed_fit(server_round=rnd, metrics=metrics)
 
-    def _run(self, grid, rnd: int, nodes: list[int], fitins: dict[int, RecordDict],
-             base: list[np.ndarray], report: RoundReport) -> np.ndarray:
+    def _run(self, grid, rnd: int, fitins: dict[int, RecordDict], base: list[np.ndarray],
+             report: RoundReport) -> np.ndarray:
         dim = sum(int(np.asarray(a).size) for a in base)
         host = _GridHost(grid, rnd, self.deadlines, report)
-        node_of = self._number(host, nodes)
+        node_of = self._number(host, sorted(fitins))
         n = len(node_of)
         rc, registry = self.config, None
         if self.config.mode == Mode.MALICIOUS:
@@ -178,6 +186,13 @@ class HardenedSecAggWorkflow:
                 continue
             node_of[cid] = node
         return node_of
+
+    def close(self) -> None:
+        """Close the server's ledger if this workflow opened it (it reopens on the next
+        round)."""
+        if self._ledger is not None and self._ledger is not self._ledger_arg:
+            self._ledger.close()
+        self._ledger = None
 
     def _open_ledger(self) -> Ledger | None:
         if self._ledger is None and self._ledger_arg is not None:
@@ -338,10 +353,9 @@ def _copy(content: RecordDict) -> RecordDict:
 
 def _unflatten(v: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
     out, i = [], 0
-    for a in like:
-        a = np.asarray(a)
-        out.append(v[i:i + a.size].reshape(a.shape))
-        i += a.size
+    for arr in map(np.asarray, like):
+        out.append(v[i:i + arr.size].reshape(arr.shape))
+        i += arr.size
     return out
 
 
