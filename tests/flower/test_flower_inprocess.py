@@ -64,17 +64,18 @@ def test_nothing_but_our_frames_reaches_the_server(flower_root):
         assert set(c.config_records) == {"secagg.meta"}
 
 
-def test_an_abort_ends_the_round_visibly_and_leaves_the_model_unchanged(flower_root, caplog):
-    grid = make_grid(flower_root, N)
-    for p in range(N - 1):  # one survivor: below the minimum, whatever the graph
-        grid.silent[node_id(p)] = (1, "masked_input")
+def test_an_abort_ends_the_round_visibly_and_the_next_round_runs(flower_root, caplog):
+    # round 1: one survivor, below the minimum whatever the graph
+    grid = make_grid(flower_root, N, schedule={1: {"masked_input": set(range(N - 1))}})
     wf = HardenedSecAggWorkflow(config=RoundConfig(), timeout=0.3)
-    reports, models = run_rounds(grid, wf, 1)
+    reports, models = run_rounds(grid, wf, 2)
     assert isinstance(reports[0].abort, RoundAborted)
     assert reports[0].abort.reason in (AbortReason.TOO_FEW_SURVIVORS,
                                        AbortReason.UNRECOVERABLE_DROPOUT)
     assert any(r.levelname == "ERROR" and "aborted" in r.getMessage() for r in caplog.records)
-    assert np.array_equal(models[0], models[1])
+    assert np.array_equal(models[0], models[1])  # the model is left as it was
+    assert reports[1].abort is None
+    assert np.abs(updates(models)[1] - expected_update(range(N), 2)).max() < TOL
 
 
 def test_malicious_mode_with_a_dropout_in_the_consistency_check(flower_root):

@@ -54,11 +54,28 @@ def test_the_server_machine_does_not_import_the_client_machine(path):
 
 @pytest.mark.parametrize("path", [ROOT / "protocol" / f"{m}.py" for m in (
     "client", "server", "transitions", "transcript", "messages", "wire", "config", "errors",
-    "driver", "participant", "dp_plan")] + sources("protocol/stages"), ids=lambda p: p.name)
+    "driver", "participant", "dp_plan", "client_state", "real_sum")] + sources("protocol/stages"),
+    ids=lambda p: p.name)
 def test_the_core_does_not_import_its_hosts(path):
-    hosts = ("protocol.simulate", "protocol.dp_round", "protocol.net", "protocol.cli")
+    hosts = ("protocol.simulate", "protocol.dp_round", "protocol.net", "protocol.cli",
+             "protocol.flower")
     bad = {m for m in imports_of(path) if any(m == h or m.startswith(h + ".") for h in hosts)}
     assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", sources("protocol/flower"), ids=lambda p: p.name)
+def test_the_flower_host_uses_neither_the_simulator_nor_the_network_hosts(path):
+    bad = {m for m in imports_of(path) if m.startswith(("protocol.simulate", "protocol.dp_round",
+                                                        "protocol.net.server",
+                                                        "protocol.net.client"))}
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_only_the_flower_host_imports_flower():
+    for path in sources("secagg", "dp", "protocol"):
+        if "flower" in path.parts:
+            continue
+        assert not {m for m in imports_of(path) if m.split(".")[0] == "flwr"}, path.name
 
 
 def test_the_network_client_takes_nothing_private_from_the_network_server():
