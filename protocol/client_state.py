@@ -57,6 +57,7 @@ _KEY_ID_LABEL = b"secagg/client-state/v1/key-id"
 _HEADER = struct.Struct(">4sB8sI32sIQB")  # magic, version, key id, client, session, round,
 #                                           sequence number, length of the stage name
 _NONCE = 12
+KEEP_ENDED = 64  # ended sessions whose record the progress store keeps
 # the states a round can be kept in between two server messages
 RESUMABLE = (ClientState.AWAIT_KEYS, ClientState.AWAIT_SHARES, ClientState.AWAIT_INPUT,
              ClientState.MASKED, ClientState.SIGNED)
@@ -204,7 +205,20 @@ class ProgressStore:
         self._records[session_id.hex()] = [0 if cur is None else cur[0], True]
         self._save()
 
+    def end_all(self) -> None:
+        """End every session not ended yet (a node takes part in one round at a time: a new
+        Setup abandons the round before it)."""
+        if any(not r[1] for r in self._records.values()):
+            for r in self._records.values():
+                r[1] = True
+            self._save()
+
     def _save(self) -> None:
+        # an ended session's blob is refused as well when its record is gone (never sealed
+        # here): only the most recent ended records are kept, so the file stays small
+        ended = [k for k, r in self._records.items() if r[1]]
+        for k in ended[:max(0, len(ended) - KEEP_ENDED)]:
+            del self._records[k]
         if self._path is None:
             return
         self._path.parent.mkdir(parents=True, exist_ok=True)

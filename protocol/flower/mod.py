@@ -109,6 +109,7 @@ def make_hardened_secagg_mod(settings: Callable[[Context], NodeSettings] = setti
             if isinstance(m, Setup):
                 r = _join(node, m, meta)
                 out = r.participant.join(m)
+                node.progress.end_all()  # the round before, if any, is abandoned for good
             else:
                 r = _resume(node, ctxt, m)
                 out = r.participant.receive(m)

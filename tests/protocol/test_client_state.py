@@ -198,3 +198,22 @@ def test_masked_input_is_produced_once_per_restored_round(tmp_path):
     node, server, (m,) = sealed_node(tmp_path)
     out = node.handle(m)
     assert len(out) == 1 and isinstance(out[0], MaskedInput)
+
+
+def test_the_progress_store_stays_small_and_a_new_round_ends_the_one_before(tmp_path):
+    from protocol.client_state import KEEP_ENDED
+
+    store = ProgressStore(tmp_path / "p.json")
+    for i in range(KEEP_ENDED + 10):
+        sid = i.to_bytes(32, "big")
+        store.advance(sid)
+        store.end(sid)
+    reopened = ProgressStore(tmp_path / "p.json")
+    assert reopened.get((0).to_bytes(32, "big")) is None  # pruned: a blob of it is foreign
+    assert reopened.get((KEEP_ENDED + 9).to_bytes(32, "big")) == (1, True)
+    a, b = b"a" * 32, b"b" * 32
+    reopened.advance(a)
+    reopened.end_all()
+    assert reopened.get(a) == (1, True)
+    reopened.advance(b)
+    assert reopened.get(b) == (1, False)
