@@ -22,11 +22,14 @@ client, session or round), :class:`~protocol.errors.StateRolledBack`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
+import stat
 import struct
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,12 +225,17 @@ class ProgressStore:
         if self._path is None:
             return
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_name(self._path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(json.dumps(self._records, sort_keys=True).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._path)
+        fd, tmp = tempfile.mkstemp(dir=self._path.parent, prefix=self._path.name + ".")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(json.dumps(self._records, sort_keys=True).encode())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 # -- sealing ------------------------------------------------------------------------------------
@@ -313,7 +321,9 @@ class StateSealer:
             raise StateRolledBack("client state of a session that already ended on this node")
         if h.seq != last:
             raise StateRolledBack(f"client state number {h.seq} of this session, the last "
-                                  f"sealed is number {last} (a rollback to an earlier stage)")
+                                  f"sealed is number {last} (a rollback to an earlier stage, "
+                                  "or a blob already opened)")
+        self._progress.advance(session_id)  # consumed: this blob never opens again
         return plain
 
     def end(self, session_id: bytes) -> None:
@@ -321,27 +331,34 @@ class StateSealer:
 
 
 def load_node_key(path: Path, *, create: bool = True) -> bytes:
-    """The node-local state key in ``path`` (64 hex digits); created (mode 0600) if missing
-    and ``create``. Raises LocalProtocolError for an unreadable or malformed key file."""
+    """The node-local state key in ``path`` (64 hex digits, mode 0600); created atomically
+    (written to a private temporary file, then linked into place) if missing and ``create``.
+    Raises LocalProtocolError for a key file that is unreadable, malformed, or readable by
+    others."""
     path = Path(path)
     if not path.exists() and create:
         path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-key.")  # mode 0600
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process created it first
-        else:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(NODE_KEY_BYTES) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
     try:
+        mode = path.stat().st_mode
         raw = bytes.fromhex(path.read_text().strip())
     except OSError as exc:
         raise LocalProtocolError(f"cannot read the node state key {path}: "
                                  f"{exc.strerror}") from None
     except ValueError:
         raise LocalProtocolError(f"{path}: the node state key is not hex") from None
+    if stat.S_IMODE(mode) & 0o077:
+        raise LocalProtocolError(f"{path}: the node state key is readable by others "
+                                 f"(mode {stat.S_IMODE(mode):o}); make it 0600")
     if len(raw) != NODE_KEY_BYTES:
         raise LocalProtocolError(f"{path}: the node state key must be {NODE_KEY_BYTES} bytes")
     return raw

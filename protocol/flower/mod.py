@@ -22,24 +22,39 @@ registry) comes from its own settings (:mod:`protocol.flower.settings`), never t
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from logging import ERROR, WARNING
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.common import parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
+from flwr.supercore import log
 
 from dp.ledger import open_ledger
 
 from ..client import ClientRound
 from ..client_state import ProgressStore, StateSealer, load_node_key
 from ..dp_plan import DPClient, plan_dp
-from ..errors import ForeignState, LocalProtocolError, RemoteProtocolError, StateTampered
-from ..messages import Setup, SharesDelivery
+from ..errors import (
+    ForeignState,
+    LocalProtocolError,
+    RemoteProtocolError,
+    StateError,
+    StateTampered,
+)
+from ..messages import (
+    ConsistencyRequest,
+    KeysBroadcast,
+    Setup,
+    SharesDelivery,
+    UnmaskRequest,
+)
 from ..participant import Participant
 from ..real_sum import SumClient, plan_sum
 from ..sessions import FileSessionStore
@@ -49,6 +64,7 @@ from .records import IDENTIFY, STATE_RECORD, meta_int, put_frame, put_meta, take
 from .settings import NodeSettings, settings_for
 
 MAX_UPDATE_DIM = 1 << 27
+SERVER_MESSAGES = (Setup, KeysBroadcast, SharesDelivery, ConsistencyRequest, UnmaskRequest)
 
 
 @dataclass
@@ -60,12 +76,28 @@ class _Round:
     encoder: SumClient | None  # None with DP: the Participant's DPClient encodes
 
 
+class NodeRefused(Exception):  # noqa: N818 - what the server reads in the error reply
+    """The node refused a message; the reason is all the server learns of why.
+
+    A refusal of the server's message (:class:`~protocol.errors.RemoteProtocolError`) or of a
+    kept state (:class:`~protocol.errors.StateError`) is named with its reason; any other
+    failure on the node (its files, its settings, the app's training) only by its type, so no
+    path or local detail reaches the server (the full error is logged on the node)."""
+
+
 class _Node:
-    """One node's files and keys, opened for one message."""
+    """One node's files and keys, held for one message under the node's lock.
+
+    The lock (``state_dir/lock``, an exclusive ``flock``) is held from before the progress store
+    is read until the reply's state is sealed: two messages handled at once (a server that
+    sends a stage message twice; Flower starts a process per message) are taken one after the
+    other, and the second finds its blob already consumed."""
 
     def __init__(self, s: NodeSettings) -> None:
         self.settings = s
         s.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = open(s.state_dir / "lock", "a+b")  # noqa: SIM115 - held until close()
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
         self.used = FileSessionStore(s.state_dir / "sessions")
         self.progress = ProgressStore(s.state_dir / "progress.json")
         self.sealer = StateSealer(load_node_key(s.state_key), self.progress)
@@ -87,46 +119,70 @@ class _Node:
         return _Round(p, update_dim, SumClient(plan))
 
     def close(self, r: _Round | None) -> None:
-        dp = r.participant.dp if r is not None else None
-        if dp is not None and dp.ledger is not None:
-            dp.ledger.close()
+        try:
+            dp = r.participant.dp if r is not None else None
+            if dp is not None and dp.ledger is not None:
+                dp.ledger.close()
+        finally:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+
+
+def is_ours(message_type: str) -> bool:
+    """TRAIN messages (``train`` and ``train.<action>``) are secure aggregation's."""
+    return message_type == MessageType.TRAIN or message_type.startswith(MessageType.TRAIN + ".")
 
 
 def make_hardened_secagg_mod(settings: Callable[[Context], NodeSettings] = settings_for):
     """A mod that reads this node's settings with ``settings(context)`` (by default from the
-    file its node config or environment names: :func:`protocol.flower.settings.settings_for`)."""
+    file its node config or environment names: :func:`protocol.flower.settings.settings_for`).
+
+    Messages other than TRAIN (evaluation, queries) pass to the app unprotected: what the app
+    answers them with (a loss, its example count, metrics) reaches the server in the clear."""
 
     def hardened_secagg_mod(msg: Message, ctxt: Context, call_next) -> Message:
-        if msg.metadata.message_type != MessageType.TRAIN:
+        if not is_ours(msg.metadata.message_type):
             return call_next(msg, ctxt)
-        node = _Node(settings(ctxt))
+        try:
+            return _handle(settings(ctxt), msg, ctxt, call_next)
+        except (RemoteProtocolError, StateError) as exc:
+            log(WARNING, "hardened secure aggregation: refused: %s", exc)
+            raise NodeRefused(f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            log(ERROR, "hardened secure aggregation: %s: %s", type(exc).__name__, exc)
+            raise NodeRefused(f"{type(exc).__name__} on the node") from None
+
+    return hardened_secagg_mod
+
+
+def _handle(s: NodeSettings, msg: Message, ctxt: Context, call_next) -> Message:
+    node = _Node(s)
+    r = m = None
+    try:
         if take_meta(msg.content)["stage"] == IDENTIFY:
             return _identify(node, msg)
         frame, meta = take_frame(msg.content)
         m = decode(frame)
-        r = None
-        try:
-            if isinstance(m, Setup):
-                r = _join(node, m, meta)
-                out = r.participant.join(m)
-                node.progress.end_all()  # the round before, if any, is abandoned for good
-            else:
-                r = _resume(node, ctxt, m)
-                out = r.participant.receive(m)
-                if isinstance(m, SharesDelivery) and r.participant.needs_input:
-                    out = _give_input(r, msg, ctxt, call_next)
-            if len(out) != 1:
-                raise LocalProtocolError(f"the round made {len(out)} messages for one reply")
-            _keep(node, ctxt, r)
-        except Exception:
-            _forget(node, ctxt, m)
-            raise
-        finally:
-            node.close(r)
-        return Message(put_frame(RecordDict(), encode(out[0]), stage=meta["stage"]),
-                       reply_to=msg)
-
-    return hardened_secagg_mod
+        if not isinstance(m, SERVER_MESSAGES):
+            raise RemoteProtocolError(f"a {type(m).__name__} is not a server's message")
+        if isinstance(m, Setup):
+            r = _join(node, m, meta)
+            out = r.participant.join(m)
+            node.progress.end_all()  # the round before, if any, is abandoned for good
+        else:
+            r = _resume(node, ctxt, m)
+            out = r.participant.receive(m)
+            if isinstance(m, SharesDelivery) and r.participant.needs_input:
+                out = _give_input(r, msg, ctxt, call_next)
+        if len(out) != 1:
+            raise LocalProtocolError(f"the round made {len(out)} messages for one reply")
+        _keep(node, ctxt, r)
+    except Exception:
+        _forget(node, ctxt, m)
+        raise
+    finally:
+        node.close(r)
+    return Message(put_frame(RecordDict(), encode(out[0]), stage=meta["stage"]), reply_to=msg)
 
 
 hardened_secagg_mod = make_hardened_secagg_mod()
@@ -224,11 +280,12 @@ def _keep(node: _Node, ctxt: Context, r: _Round) -> None:
 
 
 def _forget(node: _Node, ctxt: Context, m) -> None:
-    """A refused message ends this node's part in that session for good."""
+    """A refused message ends this node's part in that session for good (the node's kept
+    round is dropped with it)."""
     sid = getattr(m, "session_id", None)
     if sid is not None and node.progress.get(sid) is not None:
         node.sealer.end(sid)
     ctxt.state.config_records.pop(STATE_RECORD, None)
 
 
-__all__ = ["hardened_secagg_mod", "make_hardened_secagg_mod"]
+__all__ = ["NodeRefused", "hardened_secagg_mod", "is_ours", "make_hardened_secagg_mod"]

@@ -37,10 +37,10 @@ from flwr.supercore import log
 from dp.errors import DPError, UpdateError
 from dp.ledger import Ledger, open_ledger
 
-from ..config import Mode, RoundConfig
+from ..config import ConfigError, Mode, RoundConfig
 from ..dp_plan import DPConfig, DPServer, plan_dp
 from ..driver import Drop, DropReason, Host, RoundDriver, StageRun
-from ..errors import RemoteProtocolError, RoundAborted, WireError
+from ..errors import AbortReason, RemoteProtocolError, RoundAborted, WireError
 from ..messages import SharesDelivery
 from ..real_sum import SumConfig, finish_sum, plan_sum
 from ..server import ServerRound
@@ -49,6 +49,7 @@ from ..wire import decode, encode
 from .records import IDENTIFY, meta_int, put_frame, put_meta, take_frame, take_meta
 from .settings import FlowerRegistry
 
+MIN_COHORT = 3  # the smallest cohort a round runs with (protocol.config)
 DEFAULT_TIMEOUT = 60.0  # seconds per stage; must exceed the engine's cold start
 POLL = 0.05  # seconds between pulls of replies
 
@@ -143,6 +144,14 @@ class HardenedSecAggWorkflow:
         host = _GridHost(grid, rnd, self.deadlines, report)
         node_of = self._number(host, sorted(fitins))
         n = len(node_of)
+        if n < MIN_COHORT:
+            raise RoundAborted(Stage.ADVERTISE_KEYS, AbortReason.COHORT_TOO_SMALL,
+                               f"{n} nodes can take part, at least {MIN_COHORT} are needed")
+        try:
+            self.config.resolve(n)
+        except ConfigError as exc:
+            raise RoundAborted(Stage.ADVERTISE_KEYS, AbortReason.COHORT_TOO_SMALL,
+                               f"{n} nodes: {exc}") from None
         rc, registry = self.config, None
         if self.config.mode == Mode.MALICIOUS:
             registry = {u: self.registry.keys[u] for u in node_of}
@@ -170,21 +179,25 @@ class HardenedSecAggWorkflow:
         if self.config.mode != Mode.MALICIOUS:
             return dict(enumerate(nodes))
         claimed = host.identify(nodes)
+        claimants: dict[int, list[int]] = {}
+        for node, cid in claimed.items():
+            claimants.setdefault(cid, []).append(node)
         node_of: dict[int, int] = {}
-        for node, cid in sorted(claimed.items()):
+        for cid, those in sorted(claimants.items()):
             pinned = self.registry.nodes.get(cid)
-            why = None
-            if cid not in self.registry.keys:
-                why = f"claims client id {cid}, which is not registered"
-            elif pinned is not None and pinned != node:
-                why = f"claims client id {cid}, registered to node {pinned}"
-            elif cid in node_of:
-                why = f"claims client id {cid}, already claimed by node {node_of[cid]}"
-            if why is not None:
-                host.report.dropped[node] = why
-                log(WARNING, "hardened secure aggregation: node %s %s", node, why)
-                continue
-            node_of[cid] = node
+            for node in sorted(those):
+                why = None
+                if cid not in self.registry.keys:
+                    why = f"claims client id {cid}, which is not registered"
+                elif pinned is not None and pinned != node:
+                    why = f"claims client id {cid}, registered to node {pinned}"
+                elif pinned is None and len(those) > 1:  # no one can tell which is honest
+                    why = f"claims client id {cid}, claimed by {len(those)} nodes"
+                if why is not None:
+                    host.report.dropped[node] = why
+                    log(WARNING, "hardened secure aggregation: node %s %s", node, why)
+                else:
+                    node_of[cid] = node
         return node_of
 
     def close(self) -> None:

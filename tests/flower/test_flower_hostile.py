@@ -175,3 +175,54 @@ def test_a_frame_for_another_client_is_refused(flower_root):
     assert "client state of client 4, not 5" in err.error.reason
     assert not any(FRAME_RECORD in r.content.array_records for r in errors_of(grid, node_id(4))
                    if r.has_content())
+
+
+def test_a_stage_message_sent_twice_at_once_is_answered_once(flower_root, monkeypatch):
+    """Two processes handling one SharesDelivery at the same time (Flower starts one per
+    message) would mask two inputs under the same masks: their difference is the update. The
+    node's lock and the blob consumed on opening let exactly one through."""
+    import copy
+    import threading
+    import time
+
+    import flower_apps
+    from flwr.app import Context
+
+    fit = flower_apps.KnownClient.fit
+
+    def slow_fit(self, parameters, config):
+        time.sleep(0.5)
+        return fit(self, parameters, config)
+
+    monkeypatch.setattr(flower_apps.KnownClient, "fit", slow_fit)
+    grid = make_grid(flower_root, N)
+    target, twins = node_id(2), []
+
+    def twice(node, msg, state):
+        meta = msg.content.config_records.get("secagg.meta")
+        if node != target or meta is None or meta.get("stage") != "masked_input":
+            return
+        ctx = grid.contexts[node]
+        twin = Context(run_id=7, node_id=node, node_config=dict(ctx.node_config),
+                       state=copy.deepcopy(state), run_config={})
+
+        def run():
+            try:
+                twins.append(grid.apps[node](msg, twin))
+            except Exception as exc:  # noqa: BLE001 - the refusal is what we look for
+                twins.append(exc)
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.1)  # the twin is inside its training when the message is handled again
+        twins.append(t)
+
+    grid.tamper = twice
+    run_rounds(grid, HardenedSecAggWorkflow(config=RoundConfig(), timeout=5.0), 1)
+    thread = next(x for x in twins if isinstance(x, threading.Thread))
+    thread.join()
+    answers = [x for x in twins if not isinstance(x, threading.Thread)]
+    answers += [r for r in grid.received if r.metadata.src_node_id == target]
+    masked = [a for a in answers if not isinstance(a, Exception) and not a.has_error()
+              and "masked_input" == a.content.config_records["secagg.meta"]["stage"]]
+    assert len(masked) == 1

@@ -91,17 +91,44 @@ def test_malicious_mode_with_a_dropout_in_the_consistency_check(flower_root):
 
 
 def test_malicious_mode_refuses_a_node_claiming_anothers_identity(flower_root):
-    write_identities(flower_root, N)
-    # node 5 claims client 100 (node 0's id) with its own key: refused at identify/advertise
-    grid = make_grid(flower_root, N, '[round]\nmode = "malicious"\n',
+    write_identities(flower_root, N + 1)
+    # node 5 is set up as client 100 too (a copy of node 0's identity)
+    grid = make_grid(flower_root, N + 1, '[round]\nmode = "malicious"\n',
                      lambda p: malicious_node(p).replace("client_id = 105", "client_id = 100")
                      .replace('"client-5.key"', '"client-0.key"'))
     wf = HardenedSecAggWorkflow(config=RoundConfig(mode="malicious"), timeout=0.3,
                                 registry=load_registry(flower_root / "registry.toml"))
     reports, models = run_rounds(grid, wf, 1)
     assert reports[0].abort is None
-    assert "already claimed" in reports[0].dropped[node_id(5)]
+    # no one can tell which claimant is honest: both are left out, the round goes on
+    assert "claimed by 2 nodes" in reports[0].dropped[node_id(5)]
+    assert "claimed by 2 nodes" in reports[0].dropped[node_id(0)]
+    assert np.abs(updates(models)[0] - expected_update([1, 2, 3, 4, 6], 1)).max() < TOL
+
+
+def test_malicious_mode_with_pinned_node_ids_refuses_the_impostor_only(flower_root):
+    write_identities(flower_root, N, pin_nodes=True)
+    grid = make_grid(flower_root, N, '[round]\nmode = "malicious"\n',
+                     lambda p: malicious_node(p).replace("client_id = 105", "client_id = 100")
+                     .replace('"client-5.key"', '"client-0.key"'))
+    wf = HardenedSecAggWorkflow(config=RoundConfig(mode="malicious"), timeout=0.3,
+                                registry=load_registry(flower_root / "registry.toml"))
+    reports, models = run_rounds(grid, wf, 1)
+    assert f"registered to node {node_id(0)}" in reports[0].dropped[node_id(5)]
     assert np.abs(updates(models)[0] - expected_update(range(5), 1)).max() < TOL
+
+
+def test_too_few_nodes_to_run_abort_the_round_typed(flower_root):
+    write_identities(flower_root, N)
+    grid = make_grid(flower_root, N, '[round]\nmode = "malicious"\n',
+                     lambda p: malicious_node(p).replace(f"client_id = {100 + p}",
+                                                         "client_id = 999") if p > 1
+                     else malicious_node(p))
+    wf = HardenedSecAggWorkflow(config=RoundConfig(mode="malicious"), timeout=0.3,
+                                registry=load_registry(flower_root / "registry.toml"))
+    reports, models = run_rounds(grid, wf, 1)
+    assert reports[0].abort.reason is AbortReason.COHORT_TOO_SMALL
+    assert np.array_equal(models[0], models[1])
 
 
 def test_dp_rounds_charge_both_ledgers_and_both_verify(flower_root, tmp_path):

@@ -217,3 +217,18 @@ def test_the_progress_store_stays_small_and_a_new_round_ends_the_one_before(tmp_
     assert reopened.get(a) == (1, True)
     reopened.advance(b)
     assert reopened.get(b) == (1, False)
+
+
+def test_a_blob_opens_once(tmp_path):
+    node, _, (m,) = sealed_node(tmp_path)
+    node.sealer.open(node.blob, client_id=1, session_id=m.session_id, round=m.round)
+    with pytest.raises(StateRolledBack, match="already opened"):
+        node.sealer.open(node.blob, client_id=1, session_id=m.session_id, round=m.round)
+
+
+def test_a_node_key_readable_by_others_is_refused(tmp_path):
+    p = tmp_path / "state.key"
+    load_node_key(p)
+    p.chmod(0o644)
+    with pytest.raises(LocalProtocolError, match="readable by others"):
+        load_node_key(p)
