@@ -28,6 +28,7 @@ the last coordinate; the server divides the decoded vector by the decoded weight
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -132,9 +133,15 @@ class DPPlan:
 
 
 def plan_dp(config: DPConfig, round_config: RoundConfig, cohort: int, dim: int) -> DPPlan:
-    """Resolve n_min, gamma, b and the noise for a cohort of ``cohort`` and updates of ``dim``."""
+    """Resolve n_min, gamma, b and the noise for a cohort of ``cohort`` and updates of ``dim``
+    (a pure function: the plans of recent cohorts are kept)."""
     if not isinstance(config, DPConfig) or not isinstance(round_config, RoundConfig):
         raise ParameterError("plan_dp takes a DPConfig and a RoundConfig")
+    return _plan_dp(config, round_config, cohort, dim)
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def _plan_dp(config: DPConfig, round_config: RoundConfig, cohort: int, dim: int) -> DPPlan:
     params = round_config.resolve(cohort)
     n_min = config.min_survivors
     if n_min is None:

@@ -14,6 +14,7 @@ sends (w'/W)[x, C] with w' = min(w, W); the server divides by the decoded weight
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -57,8 +58,10 @@ class SumPlan:
     encoding: EncodingPlan
 
 
+@functools.lru_cache(maxsize=64, typed=True)
 def plan_sum(config: SumConfig, round_config: RoundConfig, cohort: int, dim: int) -> SumPlan:
-    """The finest scale whose wrap probability over ``cohort`` clients is within the bound."""
+    """The finest scale whose wrap probability over ``cohort`` clients is within the bound
+    (a pure function of its arguments, so the plans of recent cohorts are kept)."""
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ParameterError(f"dim must be a positive int, got {dim!r}")
     rdim = dim + 1 if config.weighted else dim
@@ -70,13 +73,17 @@ def plan_sum(config: SumConfig, round_config: RoundConfig, cohort: int, dim: int
                                 padded=padded, bits=bits, mechanism="skellam",
                                 local_variance=0.0) > config.wrap_bound
 
-    gamma = 2.0**-40
-    if wraps(gamma):
+    # the wrap probability grows with gamma: bisect the exponent in [-40, 40]
+    lo, hi = -40, 40
+    if wraps(2.0**lo):
         raise ParameterError(f"b = {bits} bits cannot hold the sum of {cohort} clients at "
                              f"clip norm {config.clip_norm:g}: raise bits")
-    while not wraps(gamma * 2) and gamma < 2.0**40:
-        gamma *= 2
-    return SumPlan(config, cohort, dim, EncodingPlan(rdim, gamma, bits, cnorm))
+    if not wraps(2.0**hi):
+        lo = hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if not wraps(2.0**mid) else (lo, mid)
+    return SumPlan(config, cohort, dim, EncodingPlan(rdim, 2.0**lo, bits, cnorm))
 
 
 class SumClient:

@@ -91,6 +91,7 @@ class HardenedSecAggWorkflow:
     def __call__(self, grid, context: Context) -> None:
         if not isinstance(context, LegacyContext):
             raise TypeError(f"Expect a LegacyContext, but get {type(context).__name__}.")
+        self.last = None
         cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
         rnd = cast(int, cfg[WorkflowKey.CURRENT_ROUND])
         params = compat.arrayrecord_to_parameters(
