@@ -286,11 +286,14 @@ class StateSealer:
         self._aead = ChaCha20Poly1305(HKDF(hashes.SHA256(), 32, salt=None,
                                            info=_SEAL_LABEL).derive(node_key))
         self._progress = progress
+        self._reserved: dict[bytes, int] = {}  # session -> the number taken when it was opened
 
     def seal(self, client_id: int, setup: Setup, state: ClientState, plain: bytes) -> bytes:
         """The blob of a round in ``state``; it supersedes every blob sealed before for the
         session."""
-        seq = self._progress.advance(setup.session_id)
+        seq = self._reserved.pop(setup.session_id, None)
+        if seq is None:
+            seq = self._progress.advance(setup.session_id)
         h = StateHeader(self._key_id, client_id, setup.session_id, setup.round, seq,
                         state.value).to_bytes()
         nonce = secrets.token_bytes(_NONCE)
@@ -323,10 +326,12 @@ class StateSealer:
             raise StateRolledBack(f"client state number {h.seq} of this session, the last "
                                   f"sealed is number {last} (a rollback to an earlier stage, "
                                   "or a blob already opened)")
-        self._progress.advance(session_id)  # consumed: this blob never opens again
+        # consumed: this blob never opens again; the number taken is the next blob's
+        self._reserved[session_id] = self._progress.advance(session_id)
         return plain
 
     def end(self, session_id: bytes) -> None:
+        self._reserved.pop(session_id, None)
         self._progress.end(session_id)
 
 
