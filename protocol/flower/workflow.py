@@ -28,6 +28,7 @@ import numpy as np
 from flwr.app import Context, Message, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server.compat.legacy_context import LegacyContext
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
@@ -303,12 +304,14 @@ class _GridHost(Host):
         self._pending = {}  # a reply that comes later is never pulled
 
     def _take(self, run: StageRun, u: int, reply: Message) -> None:
-        node = self.node_of[u]
-        if reply.metadata.src_node_id != node:
-            run.drop(u, DropReason.VIOLATION, f"reply from node {reply.metadata.src_node_id}")
+        node, src = self.node_of[u], reply.metadata.src_node_id
+        if reply.has_error() and src in (node, SUPERLINK_NODE_ID):
+            # from the node: it refused; from the SuperLink: the node is gone or the TTL passed
+            why = DropReason.REFUSED if src == node else DropReason.CONNECTION_LOST
+            run.drop(u, why, f"node {node}: {reply.error.reason}"[:500])
             return
-        if reply.has_error():
-            run.drop(u, DropReason.REFUSED, f"node {node}: {reply.error.reason}"[:500])
+        if src != node:
+            run.drop(u, DropReason.VIOLATION, f"reply from node {src}")
             return
         try:
             frame, _ = take_frame(reply.content)
