@@ -1,0 +1,1 @@
+"""A known-update Flower app for the deployment test of hardened secure aggregation."""
