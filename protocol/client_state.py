@@ -51,6 +51,7 @@ from .stages.consistency_check import ClientSigned
 from .stages.masked_input import ClientShares
 from .stages.share_keys import ClientPeers
 from .transitions import ClientState
+from .wire import decode, encode
 
 STATE_VERSION = 1
 NODE_KEY_BYTES = 32
@@ -80,8 +81,6 @@ class RoundState:
 
 def export_round(s: RoundState) -> bytes:
     """The canonical JSON of ``s`` (secrets included: seal it before it leaves the process)."""
-    from .wire import encode
-
     if s.state not in RESUMABLE:
         raise LocalProtocolError(f"a round in state {s.state.value} is not kept")
     k = s.keys
@@ -112,8 +111,6 @@ def restore_round(data: bytes, *, config: RoundConfig,
     """The state :func:`export_round` wrote. The round constants are derived again from the
     Setup with every check but the replay check; a Setup this configuration now refuses is a
     LocalProtocolError, anything else that does not decode is :class:`StateTampered`."""
-    from .wire import decode
-
     try:
         doc = json.loads(data)
         if doc["v"] != STATE_VERSION:

@@ -176,6 +176,31 @@ def _plan_dp(config: DPConfig, round_config: RoundConfig, cohort: int, dim: int)
     return DPPlan(config, rc, cohort, dim, n_min, honest, enc, z, local)
 
 
+def weigh(x: np.ndarray, weight: float | None, *, weighted: bool, clip_norm: float,
+          max_weight: float) -> np.ndarray:
+    """The clipped ``x`` as a weighted plan sends it: (w'/W)[x, C] with w' = min(w, W) (see
+    the module docstring); ``x`` itself when unweighted. Raises UpdateError for a missing,
+    negative or non-finite weight, or a weight given to an unweighted plan."""
+    if not weighted:
+        if weight is not None:
+            raise UpdateError("a weight was given but the plan is unweighted")
+        return x
+    if weight is None or isinstance(weight, bool) or not isinstance(weight, int | float) or \
+            not (math.isfinite(weight) and weight >= 0):
+        raise UpdateError(f"weighted aggregation needs a finite weight >= 0, got {weight!r}")
+    return np.append(x, clip_norm) * (min(float(weight), max_weight) / max_weight)
+
+
+def unweigh(v: np.ndarray, *, weighted: bool, clip_norm: float) -> np.ndarray:
+    """The decoded sum ``v`` of :func:`weigh`'s vectors as the weighted mean (the last
+    coordinate carries the sum of w'/W), or ``v`` itself when unweighted; all NaN when the
+    decoded weight sum is not positive."""
+    if not weighted:
+        return v
+    total = v[-1] / clip_norm
+    return v[:-1] / total if total > 0 else np.full(v.size - 1, np.nan)
+
+
 def rotation_seed(session_id: bytes, round: int) -> bytes:
     """The public per-round seed of the Hadamard rotation, bound to the session and round."""
     return hashlib.sha256(canonical("secagg-dp-rotation", session_id, round)).digest()
@@ -211,15 +236,8 @@ class DPClient:
             raise UpdateError(f"update has {vec.size} coordinates, the plan {plan.update_dim}")
         self.spec = spec
         x, self.last_norm = clip(vec, cfg.clip_norm)
-        if cfg.weighted:
-            if weight is None or isinstance(weight, bool) or not isinstance(
-                    weight, int | float) or not (math.isfinite(weight) and weight >= 0):
-                raise UpdateError(f"weighted aggregation needs a finite weight >= 0, got "
-                                  f"{weight!r}")
-            w = min(float(weight), cfg.max_weight) / cfg.max_weight
-            x = np.append(x, cfg.clip_norm) * w
-        elif weight is not None:
-            raise UpdateError("a weight was given but the plan is unweighted")
+        x = weigh(x, weight, weighted=cfg.weighted, clip_norm=cfg.clip_norm,
+                  max_weight=cfg.max_weight)
         rng = rng if rng is not None else CryptoRandom()
         z = encode(x, plan.encoding, rotation_seed(session_id, round), rng)
         if not self._no_noise:
@@ -264,7 +282,4 @@ class DPServer:
         """The decoded sum (or weighted mean) of a committed round."""
         p = self.plan
         v = decode(aggregate, p.encoding, rotation_seed(session_id, round))
-        if p.config.weighted:
-            total = v[-1] / p.config.clip_norm  # sum of w'/W
-            v = v[:-1] / total if total > 0 else np.full(p.update_dim, np.nan)
-        return v
+        return unweigh(v, weighted=p.config.weighted, clip_norm=p.config.clip_norm)

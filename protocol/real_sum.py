@@ -26,7 +26,7 @@ from dp.randomness import CryptoRandom
 from dp.update import UpdateSpec, clip, flatten
 
 from .config import RoundConfig
-from .dp_plan import rotation_seed
+from .dp_plan import rotation_seed, unweigh, weigh
 
 
 @dataclass(frozen=True)
@@ -99,15 +99,8 @@ class SumClient:
         if vec.size != plan.update_dim:
             raise UpdateError(f"update has {vec.size} coordinates, the plan {plan.update_dim}")
         x, _ = clip(vec, cfg.clip_norm)
-        if cfg.weighted:
-            if weight is None or isinstance(weight, bool) or not isinstance(
-                    weight, int | float) or not (math.isfinite(weight) and weight >= 0):
-                raise UpdateError(f"weighted aggregation needs a finite weight >= 0, got "
-                                  f"{weight!r}")
-            x = np.append(x, cfg.clip_norm) * (min(float(weight), cfg.max_weight)
-                                               / cfg.max_weight)
-        elif weight is not None:
-            raise UpdateError("a weight was given but the plan is unweighted")
+        x = weigh(x, weight, weighted=cfg.weighted, clip_norm=cfg.clip_norm,
+                  max_weight=cfg.max_weight)
         z = encode(x, plan.encoding, rotation_seed(session_id, round), CryptoRandom())
         return to_ring(z, plan.encoding.bits)
 
@@ -116,10 +109,7 @@ def finish_sum(plan: SumPlan, aggregate: np.ndarray, *, session_id: bytes,
                round: int) -> np.ndarray:
     """The decoded sum of the survivors' clipped updates, or their weighted mean."""
     v = decode(aggregate, plan.encoding, rotation_seed(session_id, round))
-    if plan.config.weighted:
-        total = v[-1] / plan.config.clip_norm
-        v = v[:-1] / total if total > 0 else np.full(plan.update_dim, np.nan)
-    return v
+    return unweigh(v, weighted=plan.config.weighted, clip_norm=plan.config.clip_norm)
 
 
 __all__ = ["SumClient", "SumConfig", "SumPlan", "finish_sum", "plan_sum"]

@@ -26,9 +26,7 @@ def put_frame(content: RecordDict, frame: bytes, *, stage: str, **meta: int) -> 
     content.array_records[FRAME_RECORD] = ArrayRecord(
         {"frame": Array(dtype="uint8", shape=(len(frame),), stype=FRAME_STYPE,
                         data=bytes(frame))})
-    content.config_records[META_RECORD] = ConfigRecord({"v": META_VERSION, "stage": stage,
-                                                        **meta})
-    return content
+    return put_meta(content, stage=stage, **meta)
 
 
 def put_meta(content: RecordDict, *, stage: str, **meta: int) -> RecordDict:

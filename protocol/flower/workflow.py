@@ -171,9 +171,10 @@ class HardenedSecAggWorkflow:
         RoundDriver(server, host).run()
         report.survivor_nodes = {node_of[u] for u in server.survivors}
         if dp_server is not None:
-            return dp_server.finish(server.aggregate, session_id=server.session_id, round=rnd) \
-                / (1.0 if plan.config.weighted else len(server.survivors))
-        v = finish_sum(plan, server.aggregate, session_id=server.session_id, round=rnd)
+            v = dp_server.finish(server.aggregate, session_id=server.session_id, round=rnd)
+        else:
+            v = finish_sum(plan, server.aggregate, session_id=server.session_id, round=rnd)
+        # a weighted encoding decodes to the weighted mean, an unweighted one to the sum
         return v if plan.config.weighted else v / len(server.survivors)
 
     def _number(self, host: _GridHost, nodes: list[int]) -> dict[int, int]:
