@@ -46,6 +46,8 @@ class InProcessGrid:
                          for n in apps}
         self.replies: dict[str, Message] = {}
         self.silent: dict[int, tuple[int, str]] = {}  # node -> (round, stage) from which on
+        # nodes the SuperLink answers for (gone, or their TTL passed): an Error from node 1
+        self.gone: set[int] = set()
         self.tamper: Callable[[int, Message, RecordDict], None] | None = None
         # a lying server: may replace a message before it reaches its node
         self.rewrite: Callable[[Message], Message] | None = None
@@ -80,6 +82,11 @@ class InProcessGrid:
             ids.append(mid)
             node = msg.metadata.dst_node_id
             if self._is_silent(node, msg):
+                continue
+            if node in self.gone:
+                reply = Message(Error(code=3, reason="message expired"), reply_to=msg)
+                reply.metadata.__dict__["_src_node_id"] = SUPERLINK
+                self.replies[mid] = reply
                 continue
             ctx = self.contexts[node]
             if self.rewrite is not None:

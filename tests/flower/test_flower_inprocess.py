@@ -175,3 +175,13 @@ def test_a_decoded_update_that_is_not_finite_is_not_applied(flower_root, monkeyp
                                                               timeout=0.3), 1)
     assert "not finite" in str(reports[0].abort)
     assert np.array_equal(models[0], models[1])
+
+
+def test_an_error_the_superlink_sends_for_a_gone_node_is_a_lost_connection(flower_root):
+    grid = make_grid(flower_root, N)
+    grid.gone.add(node_id(4))
+    reports, models = run_rounds(grid, HardenedSecAggWorkflow(config=RoundConfig(),
+                                                              timeout=0.3), 1)
+    why = reports[0].dropped[node_id(4)]
+    assert why == f"advertise_keys: node {node_id(4)}: message expired"  # not a violation
+    assert np.abs(updates(models)[0] - expected_update([0, 1, 2, 3, 5], 1)).max() < TOL
