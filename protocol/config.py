@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
+from functools import lru_cache
 
 import numpy as np
 
@@ -82,9 +83,15 @@ class RoundConfig:
             raise ConfigError("complete_graph must be a bool")
 
     def resolve(self, n: int) -> RoundParameters:
-        """Concrete (k, t, min_survivors) for a cohort of n clients."""
+        """Concrete (k, t, min_survivors) for a cohort of n clients.
+
+        A pure function of the configuration and n, computed once per pair in this process
+        (the parameter search costs milliseconds; every client of a cohort asks for it)."""
         if isinstance(n, bool) or not isinstance(n, int) or not 3 <= n <= MAX_COHORT:
             raise ConfigError(f"cohort size must be in [3, {MAX_COHORT}], got {n!r}")
+        return _resolve(self, n)
+
+    def _resolve(self, n: int) -> RoundParameters:
         try:
             k, t, analysis = self._graph(n)
         except SecAggError as exc:
@@ -134,10 +141,27 @@ class RoundParameters:
     quorum: int = 0  # malicious mode: signatures over one U3 needed before unmasking
 
 
+@lru_cache(maxsize=64)
+def _resolve(config: RoundConfig, n: int) -> RoundParameters:
+    return config._resolve(n)
+
+
 def derive_graph_seed(session_id: bytes, round: int, cohort: tuple[int, ...]) -> bytes:
     """The public ordering seed of the SecAgg+ graph, recomputed by every client.
 
-    The server can influence it only through the session id; see threat_model.md.
+    The server can influence it only through the session id; see threat_model.md. The last
+    few seeds are kept: the clients of a cohort simulated in one process share them.
     """
+    if type(session_id) is bytes and type(round) is int and type(cohort) is tuple:
+        return _shared_graph_seed(session_id, round, cohort)
+    return _graph_seed(session_id, round, cohort)
+
+
+@lru_cache(maxsize=4)
+def _shared_graph_seed(session_id: bytes, round: int, cohort: tuple[int, ...]) -> bytes:
+    return _graph_seed(session_id, round, cohort)
+
+
+def _graph_seed(session_id: bytes, round: int, cohort: tuple[int, ...]) -> bytes:
     ids = np.asarray(cohort, dtype=">u4").tobytes()
     return hashlib.sha256(canonical("secagg-graph", session_id, round, ids)).digest()

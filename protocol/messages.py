@@ -27,8 +27,23 @@ MAX_PROOF_BYTES = 32 * 32  # a hash tree of up to 2^32 leaves
 MODES = ("semi-honest", "malicious")
 
 
+#: The last id tuples found valid. A tuple is immutable, so one found valid stays valid: the
+#: cohort of a Setup decoded once and shared (see protocol.wire) is checked once, not once per
+#: message that carries it.
+_VALID_IDS: list[tuple[int, ...]] = []
+_VALID_IDS_KEPT = 4
+_MIN_FAST_IDS = 64
+
+
 def _ids(values, name: str, *, allow_empty: bool = True) -> tuple[int, ...]:
     out = tuple(values)
+    if len(out) >= _MIN_FAST_IDS:
+        if any(out is seen for seen in _VALID_IDS):
+            return out
+        if _fast_ids_ok(out):
+            _VALID_IDS.insert(0, out)
+            del _VALID_IDS[_VALID_IDS_KEPT:]
+            return out
     for v in out:
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_CLIENT_ID:
             raise WireError(f"{name}: invalid client id {v!r}")
@@ -39,6 +54,18 @@ def _ids(values, name: str, *, allow_empty: bool = True) -> tuple[int, ...]:
     if len(out) > MAX_COHORT:
         raise WireError(f"{name}: more than {MAX_COHORT} ids")
     return out
+
+
+def _fast_ids_ok(out: tuple) -> bool:
+    """True if ``out`` holds only ints in [0, MAX_CLIENT_ID], strictly increasing, at most
+    MAX_COHORT of them (vectorised; False sends the caller to the check that names the fault)."""
+    if len(out) > MAX_COHORT or set(map(type, out)) != {int}:
+        return False
+    try:
+        arr = np.array(out, dtype=np.int64)
+    except OverflowError:
+        return False
+    return bool(arr[0] >= 0 and arr[-1] <= MAX_CLIENT_ID and np.all(arr[1:] > arr[:-1]))
 
 
 def _keyed(entries, name: str, arity: int = 2) -> tuple:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 
@@ -114,9 +115,22 @@ def _ids() -> tuple[Encoder, Decoder]:
 
     def dec(r):
         n = r.count(4)
-        return tuple(int(x) for x in np.frombuffer(r.take(4 * n), dtype=">u4"))
+        raw = r.take(4 * n)
+        if n < _SHARED_IDS_MIN:
+            return tuple(np.frombuffer(raw, dtype=">u4").tolist())
+        return _shared_ids(bytes(raw))
 
     return enc, dec
+
+
+#: Id lists at least this long (a cohort) are decoded once per distinct byte string and the
+#: tuple shared: the n Setups of one round in one process carry the same cohort.
+_SHARED_IDS_MIN = 64
+
+
+@lru_cache(maxsize=4)
+def _shared_ids(raw: bytes) -> tuple[int, ...]:
+    return tuple(np.frombuffer(raw, dtype=">u4").tolist())
 
 
 def _entries(*kinds: tuple[Encoder, Decoder], min_entry: int) -> tuple[Encoder, Decoder]:
@@ -155,8 +169,9 @@ def _vector() -> tuple[Encoder, Decoder]:
         if n * width > MAX_VECTOR_BYTES:
             raise WireError("vector too large")
         raw = r.take(n * width)
+        # a view of the message's bytes on a little-endian machine (no copy), else a copy
         arr = np.frombuffer(raw, dtype="<u4" if width == 4 else "<u8").astype(
-            np.uint32 if width == 4 else np.uint64
+            np.uint32 if width == 4 else np.uint64, copy=False
         )
         arr.flags.writeable = False
         return arr

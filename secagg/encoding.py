@@ -29,11 +29,36 @@ Field = bytes | str | int
 _BYTES_TYPES = (bytes, bytearray, memoryview)
 
 
+_HEADER = struct.Struct(">BH").pack
+_INT_FIELD = struct.Struct(">BQ").pack
+_LEN_FIELD = struct.Struct(">BI").pack
+_U64_END = 1 << 64
+
+
 def canonical(*fields: Field) -> bytes:
     """Encode ``fields`` canonically (same tuple, same bytes; different tuples, different bytes)."""
     if len(fields) > _MAX_FIELDS:
         raise EncodingError(f"too many fields to encode: {len(fields)} > {_MAX_FIELDS}")
-    out = [struct.pack(">BH", VERSION, len(fields))]
+    out = [_HEADER(VERSION, len(fields))]
+    append = out.append
+    for f in fields:  # the common exact types; anything else takes the checked path below
+        kind = type(f)
+        if kind is bytes and len(f) <= _MAX_FIELD:
+            append(_LEN_FIELD(1, len(f)))
+            append(f)
+        elif kind is int and 0 <= f < _U64_END:
+            append(_INT_FIELD(3, f))
+        elif kind is str and f.isascii() and len(f) <= _MAX_FIELD:
+            append(_LEN_FIELD(2, len(f)))
+            append(f.encode("ascii"))
+        else:
+            return _canonical_checked(fields)
+    return b"".join(out)
+
+
+def _canonical_checked(fields: tuple[Field, ...]) -> bytes:
+    """:func:`canonical` for any field types, raising a typed error for the first bad one."""
+    out = [_HEADER(VERSION, len(fields))]
     for i, f in enumerate(fields):
         if isinstance(f, bool):
             raise SecAggTypeError(f"field {i}: bool is not an encodable type (use int 0/1)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -141,7 +142,23 @@ def complete_graph(clients: Iterable[int]) -> NeighbourGraph:
 
 
 def harary_graph(clients: Iterable[int], k: int, *, seed: bytes) -> NeighbourGraph:
-    """H(k, n) over the clients shuffled by ``seed``; complete when k >= n - 1."""
+    """H(k, n) over the clients shuffled by ``seed``; complete when k >= n - 1.
+
+    The graph is public and a pure function of its arguments, so the last few graphs built in
+    this process are kept and shared: every client of a cohort simulated in one process (and a
+    server and client in one process) derive the same graph once, not once each.
+    """
+    if type(clients) is tuple and type(k) is int and type(seed) is bytes:
+        return _shared_harary(clients, k, seed)
+    return _harary(clients, k, seed)
+
+
+@lru_cache(maxsize=4)
+def _shared_harary(clients: tuple[int, ...], k: int, seed: bytes) -> NeighbourGraph:
+    return _harary(clients, k, seed)
+
+
+def _harary(clients: Iterable[int], k: int, seed: bytes) -> NeighbourGraph:
     ids = _check_clients(clients)
     require_bytes(seed, "graph ordering seed", min_len=32, max_len=32)
     if isinstance(k, bool) or not isinstance(k, int):

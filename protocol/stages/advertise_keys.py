@@ -10,6 +10,7 @@ U1, with, in malicious mode, a hash-tree commitment over the whole cohort's keys
 from __future__ import annotations
 
 import secrets
+from bisect import bisect_left
 from collections.abc import Mapping, MutableSet
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -63,7 +64,8 @@ def client_context(m: Setup, *, client_id: int, config: RoundConfig,
     """The round constants a Setup fixes, after every check of the Setup against this
     client's own configuration but the replay check (a restored client re-derives them from
     the Setup it accepted). Raises :class:`Refusal`."""
-    if client_id not in m.cohort:
+    at = bisect_left(m.cohort, client_id)  # the cohort is sorted (protocol.messages)
+    if at == len(m.cohort) or m.cohort[at] != client_id:
         raise Refusal("this client is not in the cohort")
     if m.graph_seed != derive_graph_seed(m.session_id, m.round, m.cohort):
         raise Refusal("graph seed is not derived from the session and cohort")
