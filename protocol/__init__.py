@@ -26,7 +26,7 @@ from .wire import decode, encode
 
 #: Names of the in-process host, imported on first use so that a network host (which imports
 #: ``protocol``) does not load the simulator.
-_SIMULATION = ("SimulationResult", "Transcript", "simulate_round")
+_SIMULATION = ("SeededInputs", "SimulationResult", "Transcript", "simulate_round")
 
 
 def __getattr__(name: str):
@@ -57,6 +57,7 @@ __all__ = [
     "RoundDriver",
     "RoundParameters",
     "ServerRound",
+    "SeededInputs",
     "ServerState",
     "SimulationResult",
     "Stage",

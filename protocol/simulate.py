@@ -15,7 +15,7 @@ import hashlib
 import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,9 +83,55 @@ class SimulationResult:
     survivors: frozenset[int]
     transcript: Transcript
     params: object
-    server_retained_bytes: int = 0
+    server_retained_bytes: int = 0  # what the server held when the round ended
     server_peak_bytes: int | None = None  # measured only with track_memory=True
     declined: frozenset[int] = frozenset()  # clients that declined at Setup (own budget)
+    server_retained_peak: int = 0  # the most the server held after any of its calls
+
+
+@dataclass(frozen=True)
+class SeededInputs:
+    """``clients`` uniform vectors of ``dim`` ``bits``-bit ring elements, client u's generated
+    from the public ``seed`` only when it is asked for: a round over large vectors then holds
+    one client's input at a time, not the whole (n, d) matrix. Not secret (test inputs)."""
+
+    clients: int
+    dim: int
+    bits: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        for name, lo in (("clients", 3), ("dim", 1), ("bits", 8), ("seed", 0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ProtocolError(f"{name} must be an int of at least {lo}, got {v!r}")
+        if self.bits > 64:
+            raise ProtocolError(f"bits must be at most 64, got {self.bits}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.clients, self.dim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint32 if self.bits <= 32 else np.uint64)
+
+    def row(self, u: int) -> np.ndarray:
+        """Client u's input (the same array for the same u, every time)."""
+        if isinstance(u, bool) or not isinstance(u, int) or not 0 <= u < self.clients:
+            raise ProtocolError(f"no client {u!r} among {self.clients}")
+        rng = np.random.default_rng([self.seed, u])
+        return rng.integers(0, 1 << self.bits, size=self.dim, dtype=self.dtype,
+                            endpoint=False)
+
+    def sum_of(self, clients: Iterable[int]) -> np.ndarray:
+        """The plain sum of the listed clients' inputs in Z_{2^bits} (one row at a time)."""
+        acc = np.zeros(self.dim, dtype=np.uint64)
+        for u in clients:
+            acc += self.row(u)  # wraps modulo 2^64, a multiple of 2^bits
+        if self.bits < 64:
+            acc &= np.uint64((1 << self.bits) - 1)
+        return acc.astype(self.dtype)
 
 
 Hook = Callable[[str, list[Message]], list[Message]]
@@ -94,7 +140,7 @@ InputProvider = Callable[[int, Setup], tuple[object, float | None] | None]
 
 
 def simulate_round(
-    inputs: np.ndarray,
+    inputs: np.ndarray | SeededInputs,
     config: RoundConfig | None = None,
     dropouts: Mapping[str, Iterable[int]] | None = None,
     seed: int | None = None,
@@ -107,7 +153,8 @@ def simulate_round(
     round: int = 0,  # noqa: A002 - the protocol's round number
     identities: Mapping[int, SigningKey] | None = None,
 ) -> SimulationResult:
-    """Run one round over the rows of ``inputs`` ((n, d) integers in [0, 2^bits)).
+    """Run one round over the rows of ``inputs``: an (n, d) array of integers in [0, 2^bits),
+    or :class:`SeededInputs`, whose rows are generated one client at a time.
 
     ``seed`` fixes only public values (the session id, hence the graph ordering); every key,
     mask seed and Shamir coefficient still comes from the operating system's CSPRNG.
@@ -122,8 +169,15 @@ def simulate_round(
     Raises a :class:`ProtocolError` subclass on abort or bad arguments.
     """
     config = config if config is not None else RoundConfig()
-    if not isinstance(inputs, np.ndarray) or inputs.ndim != 2:
-        raise ProtocolError("inputs must be a 2-D (n, d) integer numpy array")
+    if isinstance(inputs, SeededInputs):
+        if inputs.bits != config.bits:
+            raise ProtocolError(f"inputs of {inputs.bits} bits for a {config.bits}-bit round")
+        row = inputs.row
+    elif isinstance(inputs, np.ndarray) and inputs.ndim == 2:
+        def row(u: int) -> np.ndarray:
+            return np.ascontiguousarray(inputs[u])
+    else:
+        raise ProtocolError("inputs must be a 2-D (n, d) integer numpy array or SeededInputs")
     n, d = inputs.shape
     session = session_id
     if session is None and seed is not None:
@@ -132,7 +186,7 @@ def simulate_round(
     server = server_factory(config, range(n), d, session_id=session, round=round,
                             registry=registry)
     return run_simulated_round(server, participants,
-                               lambda u, setup: (np.ascontiguousarray(inputs[u]), None),
+                               lambda u, setup: (row(u), None),
                                dropouts, server_hook=server_hook, progress=progress,
                                track_memory=track_memory)
 
@@ -176,7 +230,7 @@ def run_simulated_round(server: ServerRound, participants: Mapping[int, Particip
     host = _InProcessHost(server, participants, provide, _schedule(dropouts, len(participants)),
                           server_hook=server_hook, progress=progress,
                           on_survivors_known=on_survivors_known)
-    meter = host.memory_meter if track_memory else nullcontext
+    meter = host.memory_meter if track_memory else host.retained_meter
     if track_memory:
         tracemalloc.start()
     try:
@@ -187,7 +241,8 @@ def run_simulated_round(server: ServerRound, participants: Mapping[int, Particip
     assert server.aggregate is not None
     return SimulationResult(server.aggregate.copy(), server.survivors, host.transcript,
                             server.params, server.retained_bytes(),
-                            host.peak if track_memory else None, host.declined)
+                            host.peak if track_memory else None, host.declined,
+                            host.retained_peak)
 
 
 class _InProcessHost(Host):
@@ -204,6 +259,16 @@ class _InProcessHost(Host):
         self.transcript = Transcript()
         self.declined: set[int] = set()  # clients that declined at Setup (their own budget)
         self.peak = 0
+        self.retained_peak = 0
+
+    @contextmanager
+    def retained_meter(self):
+        """The server's retained state after one of its calls (as counted by
+        :meth:`ServerRound.retained_bytes`): free, so it is always on."""
+        try:
+            yield
+        finally:
+            self.retained_peak = max(self.retained_peak, self._server.retained_bytes())
 
     @contextmanager
     def memory_meter(self):
@@ -215,7 +280,9 @@ class _InProcessHost(Host):
             yield
         finally:
             during = tracemalloc.get_traced_memory()[1] - before
-            self.peak = max(self.peak, retained + during, self._server.retained_bytes())
+            after = self._server.retained_bytes()
+            self.peak = max(self.peak, retained + during, after)
+            self.retained_peak = max(self.retained_peak, after)
 
     def on_survivors_known(self, survivors: frozenset[int]) -> None:
         if self._survivors_hook is not None:

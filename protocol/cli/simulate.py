@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
+import secrets
 import sys
 import time
 
 import numpy as np
 
-from ..simulate import simulate_round
+from ..simulate import SeededInputs, simulate_round
 from .common import ROUND_ERRORS, dropout_schedule, positive, round_config
 
 
@@ -68,15 +70,15 @@ def simulate(args: argparse.Namespace) -> int:
     """Run the round; exit 0 if the aggregate is correct, 1 if it is not or the round aborted
     or was refused."""
     n, d, bits = args.clients, args.dim, args.bits
-    rng = np.random.default_rng(args.seed)
-    inputs = _random_inputs(rng, n, d, bits)
+    base = args.seed if args.seed is not None else secrets.randbits(63)
+    rng = np.random.default_rng(base)
+    inputs = SeededInputs(n, d, bits, base)  # generated per client when that client masks
     schedule = dropout_schedule(rng, n, args.dropout, args.mode)
     try:
         config = round_config(args)
         show, finish = progress(sys.stderr)
         t0 = time.perf_counter()
-        result = simulate_round(inputs, config, schedule, seed=args.seed, progress=show,
-                                track_memory=True)
+        result = simulate_round(inputs, config, schedule, seed=args.seed, progress=show)
         total = time.perf_counter() - t0
         finish()
     except ROUND_ERRORS as exc:
@@ -90,21 +92,17 @@ def simulate(args: argparse.Namespace) -> int:
     return 0 if summary["correct"] else 1
 
 
-def _random_inputs(rng: np.random.Generator, n: int, d: int, bits: int) -> np.ndarray:
-    """``n`` uniform vectors of ``d`` ``bits``-bit ring elements."""
-    dtype = np.uint32 if bits <= 32 else np.uint64
-    inputs = (rng.integers(0, 2**63, size=(n, d), dtype=np.uint64) >> np.uint64(63 - bits + 1)
-              if bits < 64 else rng.integers(0, 2**63, size=(n, d), dtype=np.uint64) * 2)
-    return inputs.astype(dtype)
-
-
-def _summary(args: argparse.Namespace, inputs: np.ndarray, schedule: dict[str, set[int]],
+def _summary(args: argparse.Namespace, inputs: SeededInputs, schedule: dict[str, set[int]],
              result, total: float) -> dict:
     """The round's summary: parameters, survivors, time per stage, traffic, memory, and
-    whether the aggregate equals the plain sum of the survivors' inputs."""
+    whether the aggregate equals the plain sum of the survivors' inputs.
+
+    Memory: what the server retained at its peak (its running sum and per-client state, as
+    it counts them) and the whole process's peak resident set (every simulated client, the
+    inputs as they are generated, the interpreter)."""
     n, d, bits, dtype = args.clients, args.dim, args.bits, inputs.dtype
     survivors = sorted(result.survivors)
-    expected = (inputs[survivors].astype(object).sum(axis=0) % (1 << bits)).astype(dtype)
+    expected = inputs.sum_of(survivors)
     t = result.transcript
     recv = [t.bytes_received_by(u) for u in range(n)]
     plain = -(-d * bits // 8)
@@ -120,10 +118,16 @@ def _summary(args: argparse.Namespace, inputs: np.ndarray, schedule: dict[str, s
         "bytes_received_per_client": int(np.mean(recv)),
         "plain_upload_bytes": plain,
         "upload_expansion": round(float(np.mean(alive_sent)) / plain, 4),
-        "server_peak_bytes": result.server_peak_bytes,
+        "server_peak_bytes": result.server_retained_peak,
+        "process_peak_rss_bytes": peak_rss_bytes(),
         "vector_bytes": d * np.dtype(dtype).itemsize,
         "correct": bool(np.array_equal(result.aggregate, expected)),
     }
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far (Linux reports kibibytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _print_summary(summary: dict, schedule: dict[str, set[int]], total: float) -> None:
@@ -140,7 +144,8 @@ def _print_summary(summary: dict, schedule: dict[str, set[int]], total: float) -
     print(f"bytes per client: sent {s['bytes_sent_per_survivor']:,} (survivors), "
           f"received {s['bytes_received_per_client']:,}; plain {s['bits']}-bit upload "
           f"{s['plain_upload_bytes']:,}; upload expansion {s['upload_expansion']:.3f}x")
-    print(f"server peak memory: {s['server_peak_bytes'] / 2**20:.1f} MiB "
-          f"(one vector is {s['vector_bytes'] / 2**20:.1f} MiB)")
+    print(f"server peak memory: {s['server_peak_bytes'] / 2**20:.1f} MiB retained "
+          f"(one vector is {s['vector_bytes'] / 2**20:.1f} MiB); process peak RSS "
+          f"{s['process_peak_rss_bytes'] / 2**20:.0f} MiB")
     print("aggregate equals the plain sum of the survivors' inputs: "
           + ("yes" if s["correct"] else "NO"))
