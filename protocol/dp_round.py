@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +26,21 @@ from .server import ServerRound
 from .simulate import SimulationResult, cohort_participants, run_simulated_round
 
 __all__ = ["DPClient", "DPConfig", "DPPlan", "DPRoundResult", "DPServer", "audit_pipeline",
-           "plan_dp", "rotation_seed", "run_dp_round"]
+           "UpdateSource", "plan_dp", "rotation_seed", "run_dp_round"]
+
+
+@dataclass(frozen=True)
+class UpdateSource:
+    """Updates made on demand: client u's is ``make(u)``, called when that client's machine
+    masks (never for a client that dropped earlier), so a round over large models holds one
+    update at a time instead of all n. A client whose update is not a valid update of the
+    plan's size drops, as a client whose training failed would (it is never charged)."""
+
+    clients: int
+    make: Callable[[int], object]
+
+    def __len__(self) -> int:
+        return self.clients
 
 
 @dataclass
@@ -40,7 +54,8 @@ class DPRoundResult:
     norms: dict[int, float] = field(default_factory=dict)  # pre-clip norms
 
 
-def run_dp_round(updates: Sequence[object], plan: DPPlan, *, server_ledger: Ledger | None = None,
+def run_dp_round(updates: Sequence[object] | UpdateSource, plan: DPPlan, *,
+                 server_ledger: Ledger | None = None,
                  client_ledgers: Mapping[int, Ledger] | None = None,
                  weights: Sequence[float] | None = None,
                  dropouts: Mapping[str, Iterable[int]] | None = None, round: int = 0,
@@ -51,7 +66,9 @@ def run_dp_round(updates: Sequence[object], plan: DPPlan, *, server_ledger: Ledg
     (a dropout at AdvertiseKeys); a client that drops before MaskedInput is never charged.
     Raises RoundAborted if the round aborts (``ledger-refused`` when the server's write-ahead
     record fails: nothing is unmasked), and BudgetExceeded if the server's own budget filter
-    refuses the round before any client is contacted."""
+    refuses the round before any client is contacted. ``updates`` is a sequence (each one
+    checked before anyone is charged) or an :class:`UpdateSource` (each one made and checked
+    when its client masks)."""
     n = len(updates)
     if n != plan.cohort:
         raise ParameterError(f"{n} updates for a plan of {plan.cohort} clients")
@@ -64,15 +81,15 @@ def run_dp_round(updates: Sequence[object], plan: DPPlan, *, server_ledger: Ledg
         if isinstance(w, bool) or not isinstance(w, int | float) or not (
                 math.isfinite(w) and w >= 0):
             raise UpdateError(f"client {u}: a weight must be finite and >= 0, got {w!r}")
-    vectors = []  # flattened once; bad input fails here, before anyone is charged
-    for u, update in enumerate(updates):
-        try:
-            vectors.append(flatten(update)[0])
-        except UpdateError as exc:
-            raise UpdateError(f"client {u}: {exc}") from None
-        if vectors[u].size != plan.update_dim:
-            raise UpdateError(f"client {u}: update has {vectors[u].size} coordinates, the plan "
-                              f"{plan.update_dim}")
+    if isinstance(updates, UpdateSource):
+        def vector(u: int) -> np.ndarray | None:
+            try:
+                return _checked_vector(u, updates.make(u), plan)
+            except UpdateError:
+                return None  # this client has no usable update: it drops
+    else:  # flattened once; bad input fails here, before anyone is charged
+        vectors = [_checked_vector(u, update, plan) for u, update in enumerate(updates)]
+        vector = vectors.__getitem__
     if weights is not None and not plan.config.weighted:
         raise UpdateError("a weight was given but the plan is unweighted")
     if weights is not None and len(weights) != n:
@@ -84,8 +101,9 @@ def run_dp_round(updates: Sequence[object], plan: DPPlan, *, server_ledger: Ledg
                               insecure_disable_noise=insecure_disable_noise) for u in range(n)}
     participants, registry = cohort_participants(plan.round_config, n, dp=dp_clients)
 
-    def provide(u: int, setup) -> tuple[object, float | None]:
-        return vectors[u], None if weights is None else weights[u]
+    def provide(u: int, setup) -> tuple[object, float | None] | None:
+        x = vector(u)
+        return None if x is None else (x, None if weights is None else weights[u])
 
     def commit(survivors: frozenset[int]) -> None:
         server.commit(session_id=session_id, round=round, survivors=len(survivors),
@@ -100,6 +118,18 @@ def run_dp_round(updates: Sequence[object], plan: DPPlan, *, server_ledger: Ledg
     return DPRoundResult(estimate, sim.survivors, sim.declined, eps, delta, sim,
                          {u: c.last_norm for u, c in dp_clients.items()
                           if c.last_norm is not None})
+
+
+def _checked_vector(u: int, update: object, plan: DPPlan) -> np.ndarray:
+    """Client u's update flattened, of the plan's size. Raises UpdateError naming u."""
+    try:
+        x = flatten(update)[0]
+    except UpdateError as exc:
+        raise UpdateError(f"client {u}: {exc}") from None
+    if x.size != plan.update_dim:
+        raise UpdateError(f"client {u}: update has {x.size} coordinates, the plan "
+                          f"{plan.update_dim}")
+    return x
 
 
 def audit_pipeline(plan: DPPlan, *, insecure_disable_noise: bool = False):

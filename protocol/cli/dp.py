@@ -15,7 +15,7 @@ from dp.errors import BudgetExceeded, DPError
 from dp.ledger import Ledger, open_ledger
 
 from ..dp_plan import DPConfig, DPPlan, plan_dp
-from ..dp_round import run_dp_round
+from ..dp_round import UpdateSource, run_dp_round
 from .common import ROUND_ERRORS, dropout_schedule, positive, round_config
 
 
@@ -64,13 +64,14 @@ def _run_rounds(args: argparse.Namespace, plan: DPPlan, ledger: Ledger | None, s
           f"({plan.honest_min} counted honest), gamma {e.gamma:g}, b {e.bits}, padded d "
           f"{e.padded_dim}, noise multiplier {plan.noise_multiplier:.4f}, per-round epsilon "
           f"{plan.round_epsilon():.4f}")
-    # each client's update: a fixed direction plus client noise, some above the clip norm
+    # each client's update: a fixed direction plus client noise, some above the clip norm;
+    # made from a per-(round, client) seed when the client masks, so one is held at a time
     base = rng.normal(size=d)
     base *= 0.5 * cfg.clip_norm / np.linalg.norm(base)
+    seed = int(rng.integers(0, 2**63))
     rows = []
     for r in range(args.rounds):
-        updates = [base + rng.normal(scale=cfg.clip_norm / np.sqrt(d), size=d)
-                   for _ in range(n)]
+        updates = UpdateSource(n, _client_updates(base, cfg.clip_norm, seed, r))
         sched = dropout_schedule(rng, n, args.dropout, args.mode)
         try:
             res = run_dp_round(updates, plan, server_ledger=ledger, dropouts=sched, round=r,
@@ -100,12 +101,23 @@ def _run_rounds(args: argparse.Namespace, plan: DPPlan, ledger: Ledger | None, s
     return 0
 
 
-def _round_row(r: int, res, updates, clip_norm: float, ledger: Ledger | None) -> dict:
+def _client_updates(base: np.ndarray, clip_norm: float, seed: int, r: int):
+    """Client u's update in round r: ``base`` plus Gaussian noise drawn from (seed, r, u)."""
+    scale = clip_norm / np.sqrt(base.size)
+
+    def make(u: int) -> np.ndarray:
+        return base + np.random.default_rng([seed, r, u]).normal(scale=scale, size=base.size)
+
+    return make
+
+
+def _round_row(r: int, res, updates: UpdateSource, clip_norm: float,
+               ledger: Ledger | None) -> dict:
     """One round's row: survivors, cumulative epsilon (None without a ledger) and the RMSE of
-    the estimate against the exact sum of the survivors' clipped updates."""
-    true = np.zeros(len(updates[0]))
+    the estimate against the exact sum of the survivors' clipped updates (made again)."""
+    true = np.zeros(res.estimate.shape)
     for u in res.survivors:
-        x = updates[u]
+        x = updates.make(u)
         true += x * min(1.0, clip_norm / np.linalg.norm(x))
     rmse = float(np.sqrt(np.mean((res.estimate - true) ** 2)))
     eps = res.epsilon if ledger is not None else None
