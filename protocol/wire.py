@@ -111,7 +111,14 @@ def _var(max_len: int) -> tuple[Encoder, Decoder]:
 def _ids() -> tuple[Encoder, Decoder]:
     def enc(v, out):
         out.append(_U32.pack(len(v)))
-        out.append(np.asarray(v, dtype=">u4").tobytes())
+        if len(v) < _SHARED_IDS_MIN:
+            out.append(np.asarray(v, dtype=">u4").tobytes())
+        else:
+            last = _LAST_ENCODED[0]  # one read: (tuple, its bytes), replaced whole
+            if last[0] is not v:  # not the same (immutable) cohort tuple as the last message
+                last = (v, np.asarray(v, dtype=">u4").tobytes())
+                _LAST_ENCODED[0] = last
+            out.append(last[1])
 
     def dec(r):
         n = r.count(4)
@@ -126,6 +133,11 @@ def _ids() -> tuple[Encoder, Decoder]:
 #: Id lists at least this long (a cohort) are decoded once per distinct byte string and the
 #: tuple shared: the n Setups of one round in one process carry the same cohort.
 _SHARED_IDS_MIN = 64
+
+
+#: The last long id tuple encoded and its bytes: a server encodes the same cohort tuple into
+#: each of its n Setups.
+_LAST_ENCODED: list[tuple[tuple[int, ...] | None, bytes]] = [(None, b"")]
 
 
 @lru_cache(maxsize=4)
