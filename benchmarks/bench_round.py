@@ -17,19 +17,32 @@ the stages. Reported:
 Wire encoding and decoding are excluded from both times (they are transport, measured by the
 network benchmark). Inputs are one broadcast row (no n * d allocation).
 
+Scale rows (``--scale``): ``secagg simulate``'s round at n = 1000, 3000 and 10 000, d = 1e4,
+5 % dropout, each in a fresh process (so its peak resident set is its own), inputs generated
+per client (:class:`protocol.simulate.SeededInputs`). Reported: the whole round's wall time,
+wall time per client, the process's peak RSS, and the ratio of the wall time per client to a
+per-client floor measured in the same process: 2 |N(u)| X25519 agreements (one for the share
+encryption key, one for the mask key) plus (|N(u)| + 1) keystreams and additions of d words.
+A flat ratio means the round costs each client only what its own neighbourhood needs.
+
 Usage: python benchmarks/bench_round.py [--json] [--quick] [--grid n,d,dropout;...]
+       python benchmarks/bench_round.py --scale [--json] [--sizes 1000,3000,10000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
+import sys
 import time
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from protocol import RoundConfig, ServerRound, simulate_round
+from protocol import RoundConfig, SeededInputs, ServerRound, simulate_round
 from protocol.simulate import spread_dropouts
 
 FULL = [(n, d, p) for n in (100, 1000) for d in (10_000, 100_000, 1_000_000)
@@ -106,12 +119,78 @@ def run(n: int, d: int, dropout: float, seed: int = 0) -> dict:
     }
 
 
+def x25519_seconds() -> float:
+    """One X25519 agreement, best of several batches."""
+    a, b = X25519PrivateKey.generate(), X25519PrivateKey.generate().public_key()
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(200):
+            a.exchange(b)
+        best = min(best, (time.perf_counter() - t0) / 200)
+    return best
+
+
+def scale_row(n: int, d: int = 10_000, dropout: float = 0.05, seed: int = 1) -> dict:
+    """One ``secagg simulate``-shaped round in this process, against its per-client floor."""
+    config = RoundConfig(bits=32, dropout_rate=dropout, corrupt_rate=0.05)
+    rng = np.random.default_rng(seed)
+    dropped = rng.choice(n, size=int(round(dropout * n)), replace=False).tolist()
+    inputs = SeededInputs(n, d, 32, seed)
+    t0 = time.perf_counter()
+    result = simulate_round(inputs, config, spread_dropouts(dropped, "semi-honest"), seed=seed,
+                            server_factory=RecordingServer)
+    wall = time.perf_counter() - t0
+    correct = bool(np.array_equal(result.aggregate, inputs.sum_of(sorted(result.survivors))))
+    server = RecordingServer.last
+    k_mean = float(np.mean([len(server.graph.neighbours(u)) for u in range(n)]))
+    per_client_floor = (2 * k_mean * x25519_seconds()
+                        + (k_mean + 1) * (aes_seconds_per_byte() * d * 4 + add_seconds(d)))
+    tr = result.transcript
+    return {
+        "n": n, "d": d, "dropout": dropout, "k": result.params.neighbours,
+        "t": result.params.threshold, "survivors": len(result.survivors), "correct": correct,
+        "round_wall_s": wall, "per_client_s": wall / n,
+        "per_client_floor_s": per_client_floor, "per_client_ratio": wall / n / per_client_floor,
+        "server_s": tr.server_seconds(),
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def scale(sizes: list[int], as_json: bool) -> None:
+    """Each scale row in its own process, so each peak RSS is that round's."""
+    if not as_json:
+        print(f"{'n':>6} {'k':>4} {'t':>3} {'round s':>9} {'s/client':>9} {'x floor':>8} "
+              f"{'server s':>9} {'peak RSS':>9} correct")
+    for n in sizes:
+        out = subprocess.run([sys.executable, __file__, "--scale-row", str(n)], check=True,
+                             capture_output=True, text=True).stdout
+        r = json.loads(out)
+        if as_json:
+            print(json.dumps(r), flush=True)
+        else:
+            print(f"{n:>6} {r['k']:>4} {r['t']:>3} {r['round_wall_s']:>9.1f} "
+                  f"{r['per_client_s']:>9.4f} {r['per_client_ratio']:>8.2f} "
+                  f"{r['server_s']:>9.2f} {r['peak_rss_bytes'] / 2**30:>7.2f} G "
+                  f"{r['correct']}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--quick", action="store_true", help="two small rounds (a smoke run)")
     ap.add_argument("--grid", help="semicolon-separated n,d,dropout triples")
+    ap.add_argument("--scale", action="store_true",
+                    help="the scale rows (n = 1e3, 3e3, 1e4 at d = 1e4), one process each")
+    ap.add_argument("--sizes", default="1000,3000,10000", help="cohort sizes for --scale")
+    ap.add_argument("--scale-row", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.scale_row:
+        print(json.dumps(scale_row(args.scale_row)))
+        return
+    if args.scale:
+        scale([int(x) for x in args.sizes.split(",")], args.json)
+        return
     grid = QUICK if args.quick else FULL
     if args.grid:
         grid = [(int(a), int(float(b)), float(c))
