@@ -7,7 +7,8 @@ the stages. Reported:
 * client time: mean over surviving clients of the time inside their protocol calls;
 * client floor: (|N(u) in U2| + 1) keystreams of d * 4 bytes plus as many d-vector additions
   (the PRG bytes a client must generate and add), from AES-128-CTR throughput and numpy
-  addition time measured in the same run;
+  addition time measured in the same run; and the same floor plus the client's two X25519
+  agreements per neighbour (``x fl+kx``);
 * server time: time inside the server's calls (summing, routing, reconstruction, unmasking);
 * server floor: |U3| additions (summing masked inputs) plus, for every mask it must remove
   (|U3| self masks and one per (dropped, surviving neighbour) pair), a keystream and an
@@ -102,6 +103,9 @@ def run(n: int, d: int, dropout: float, seed: int = 0) -> dict:
     survivors = sorted(u3)
     client_streams = np.mean([len(server.graph.neighbours(u) & u2) + 1 for u in survivors])
     client_floor = client_streams * (ks + add)
+    # the same plus the client's 2 X25519 agreements per neighbour with keys (share
+    # encryption and mask keys): work no implementation of the protocol can skip
+    client_floor_kx = client_floor + 2 * (client_streams - 1) * x25519_seconds()
     server_floor = len(u3) * add + (len(u3) + key_pairs) * (ks + add)
     tr = result.transcript
     client_time = float(np.mean([tr.client_seconds(u) for u in survivors]))
@@ -112,6 +116,7 @@ def run(n: int, d: int, dropout: float, seed: int = 0) -> dict:
         "t": result.params.threshold, "survivors": len(survivors),
         "client_s": client_time, "client_floor_s": client_floor,
         "client_ratio": client_time / client_floor,
+        "client_floor_kx_s": client_floor_kx, "client_ratio_kx": client_time / client_floor_kx,
         "server_s": server_time, "server_floor_s": server_floor,
         "server_ratio": server_time / server_floor,
         "bytes_per_client": int(sent), "plain_bytes": d * 4, "expansion": sent / (d * 4),
@@ -197,14 +202,16 @@ def main() -> None:
                 for a, b, c in (x.split(",") for x in args.grid.split(";"))]
     if not args.json:
         print(f"{'n':>5} {'d':>8} {'drop':>5} {'k':>4} {'t':>3} {'client s':>9} {'x floor':>8} "
-              f"{'server s':>9} {'x floor':>8} {'bytes/client':>13} {'expansion':>9}")
+              f"{'x fl+kx':>8} {'server s':>9} {'x floor':>8} {'bytes/client':>13} "
+              f"{'expansion':>9}")
     for n, d, p in grid:
         r = run(n, d, p)
         if args.json:
             print(json.dumps(r), flush=True)
         else:
             print(f"{n:>5} {d:>8} {p:>5.2f} {r['k']:>4} {r['t']:>3} {r['client_s']:>9.4f} "
-                  f"{r['client_ratio']:>8.2f} {r['server_s']:>9.3f} {r['server_ratio']:>8.2f} "
+                  f"{r['client_ratio']:>8.2f} {r['client_ratio_kx']:>8.2f} "
+                  f"{r['server_s']:>9.3f} {r['server_ratio']:>8.2f} "
                   f"{r['bytes_per_client']:>13,} {r['expansion']:>9.4f}", flush=True)
 
 

@@ -120,9 +120,13 @@ class SeededInputs:
         """Client u's input (the same array for the same u, every time)."""
         if isinstance(u, bool) or not isinstance(u, int) or not 0 <= u < self.clients:
             raise ProtocolError(f"no client {u!r} among {self.clients}")
-        rng = np.random.default_rng([self.seed, u])
-        return rng.integers(0, 1 << self.bits, size=self.dim, dtype=self.dtype,
-                            endpoint=False)
+        dtype = self.dtype
+        raw = np.random.default_rng([self.seed, u]).bytes(self.dim * dtype.itemsize)
+        row = np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype)
+        shift = 8 * dtype.itemsize - self.bits  # keep the top bits: still uniform
+        if shift:
+            np.right_shift(row, dtype.type(shift), out=row)
+        return row
 
     def sum_of(self, clients: Iterable[int]) -> np.ndarray:
         """The plain sum of the listed clients' inputs in Z_{2^bits} (one row at a time)."""
