@@ -112,6 +112,12 @@ class Participant:
                                      "round")
         self._round = machine
 
+    def remember_session(self, session_id: bytes) -> None:
+        """Record a session this client joined in another process (a forked simulation
+        worker), so that this process refuses it as a replay too."""
+        if self._used is not None:
+            self._used.add(session_id)
+
     def leave(self) -> None:
         """Forget the round joined (it ended, or this client gave it up)."""
         self._round = None

@@ -156,6 +156,7 @@ def simulate_round(
     session_id: bytes | None = None,
     round: int = 0,  # noqa: A002 - the protocol's round number
     identities: Mapping[int, SigningKey] | None = None,
+    workers: int = 1,
 ) -> SimulationResult:
     """Run one round over the rows of ``inputs``: an (n, d) array of integers in [0, 2^bits),
     or :class:`SeededInputs`, whose rows are generated one client at a time.
@@ -169,7 +170,8 @@ def simulate_round(
     allocates (slower). In malicious mode ``identities`` (client -> SigningKey; fresh ones if
     omitted) are the clients' long-term keys, and each identity's used sessions are kept in
     its one in-process store (:func:`protocol.sessions.store_for_identity`), so a session id
-    run again with the same identities is refused, whichever call runs it.
+    run again with the same identities is refused, whichever call runs it. ``workers`` > 1
+    runs the clients in that many forked processes (:mod:`protocol.simulate_workers`).
     Raises a :class:`ProtocolError` subclass on abort or bad arguments.
     """
     config = config if config is not None else RoundConfig()
@@ -192,7 +194,7 @@ def simulate_round(
     return run_simulated_round(server, participants,
                                lambda u, setup: (row(u), None),
                                dropouts, server_hook=server_hook, progress=progress,
-                               track_memory=track_memory)
+                               track_memory=track_memory, workers=workers)
 
 
 def cohort_participants(config: RoundConfig, n: int,
@@ -225,15 +227,25 @@ def run_simulated_round(server: ServerRound, participants: Mapping[int, Particip
                         progress: Callable[[str, int, int], None] | None = None,
                         track_memory: bool = False,
                         on_survivors_known: Callable[[frozenset[int]], None] | None = None,
-                        ) -> SimulationResult:
+                        workers: int = 1) -> SimulationResult:
     """Run ``server``'s round in this process through :class:`protocol.driver.RoundDriver`.
 
     ``provide(u, setup)`` is called when client u's machine needs its input (never for a client
     that dropped before MaskedInput); None means the client has no input and drops.
+    ``workers`` > 1 runs the clients in that many forked processes
+    (:mod:`protocol.simulate_workers`; not for DP clients, whose ledgers live here).
     Raises RoundAborted if the round aborts."""
-    host = _InProcessHost(server, participants, provide, _schedule(dropouts, len(participants)),
-                          server_hook=server_hook, progress=progress,
-                          on_survivors_known=on_survivors_known)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ProtocolError(f"workers must be a positive int, got {workers!r}")
+    schedule = _schedule(dropouts, len(participants))
+    hooks = dict(server_hook=server_hook, progress=progress,
+                 on_survivors_known=on_survivors_known)
+    if workers == 1:
+        host: SimulatedHost = _InProcessHost(server, participants, provide, schedule, **hooks)
+    else:
+        from .simulate_workers import WorkerHost
+
+        host = WorkerHost(server, participants, provide, schedule, workers=workers, **hooks)
     meter = host.memory_meter if track_memory else host.retained_meter
     if track_memory:
         tracemalloc.start()
@@ -242,6 +254,7 @@ def run_simulated_round(server: ServerRound, participants: Mapping[int, Particip
     finally:
         if track_memory:
             tracemalloc.stop()
+        host.close()
     assert server.aggregate is not None
     return SimulationResult(server.aggregate.copy(), server.survivors, host.transcript,
                             server.params, server.retained_bytes(),
@@ -249,17 +262,15 @@ def run_simulated_round(server: ServerRound, participants: Mapping[int, Particip
                             host.retained_peak)
 
 
-class _InProcessHost(Host):
-    """The driver's host for one process: real encoded bytes, the dropout schedule as the
-    network, and every live client answering at once (so a stage closes when all answered)."""
+class SimulatedHost(Host):
+    """What the simulation's hosts share: the server, the dropout schedule, the adversarial
+    server hook, the transcript and the server's memory meters."""
 
-    def __init__(self, server: ServerRound, participants: Mapping[int, Participant],
-                 provide: InputProvider, schedule: Mapping[str, set[int]], *,
+    def __init__(self, server: ServerRound, schedule: Mapping[str, set[int]], *,
                  server_hook: Hook | None, progress: Callable[[str, int, int], None] | None,
                  on_survivors_known: Callable[[frozenset[int]], None] | None) -> None:
-        self._server, self._participants, self._provide = server, participants, provide
-        self._schedule, self._hook, self._progress = schedule, server_hook, progress
-        self._survivors_hook = on_survivors_known
+        self._server, self._schedule, self._hook = server, schedule, server_hook
+        self._progress, self._survivors_hook = progress, on_survivors_known
         self.transcript = Transcript()
         self.declined: set[int] = set()  # clients that declined at Setup (their own budget)
         self.peak = 0
@@ -288,6 +299,9 @@ class _InProcessHost(Host):
             self.peak = max(self.peak, retained + during, after)
             self.retained_peak = max(self.retained_peak, after)
 
+    def close(self) -> None:
+        """Release what the host holds once the round has ended (nothing here)."""
+
     def on_survivors_known(self, survivors: frozenset[int]) -> None:
         if self._survivors_hook is not None:
             self._survivors_hook(survivors)
@@ -296,6 +310,16 @@ class _InProcessHost(Host):
         rec = self.transcript.stages[run.stage]
         rec.seconds = run.seconds
         rec.server.seconds += run.server_seconds
+
+
+class _InProcessHost(SimulatedHost):
+    """The driver's host for one process: real encoded bytes, the dropout schedule as the
+    network, and every live client answering at once (so a stage closes when all answered)."""
+
+    def __init__(self, server: ServerRound, participants: Mapping[int, Participant],
+                 provide: InputProvider, schedule: Mapping[str, set[int]], **hooks) -> None:
+        super().__init__(server, schedule, **hooks)
+        self._participants, self._provide = participants, provide
 
     def deliver(self, run: StageRun) -> None:
         """Server -> clients; each live client's replies go to the server as they are made, so

@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("server", "client", "certs"):
         return run_net(args)
     if args.epsilon is not None:
+        if args.workers != 1:
+            print("secagg: --workers runs plain rounds only: DP clients keep their ledgers in "
+                  "this process", file=sys.stderr)
+            return 2
         show, finish = progress(sys.stderr)
         return simulate_dp(args, show, finish)
     return simulate(args)

@@ -35,6 +35,9 @@ def add_simulate_parser(sub) -> argparse.ArgumentParser:
                      help="original SecAgg: every client neighbours every other")
     sim.add_argument("--seed", type=int, default=None,
                      help="seed for inputs, dropouts and the session id (never for keys)")
+    sim.add_argument("--workers", type=positive(int, 1, 256), default=1,
+                     help="processes the simulated clients run in (forked; default 1: all in "
+                          "this process; not with --epsilon)")
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     return sim
 
@@ -78,7 +81,8 @@ def simulate(args: argparse.Namespace) -> int:
         config = round_config(args)
         show, finish = progress(sys.stderr)
         t0 = time.perf_counter()
-        result = simulate_round(inputs, config, schedule, seed=args.seed, progress=show)
+        result = simulate_round(inputs, config, schedule, seed=args.seed, progress=show,
+                                workers=args.workers)
         total = time.perf_counter() - t0
         finish()
     except ROUND_ERRORS as exc:
@@ -108,7 +112,7 @@ def _summary(args: argparse.Namespace, inputs: SeededInputs, schedule: dict[str,
     plain = -(-d * bits // 8)
     alive_sent = [t.bytes_sent_by(u) for u in survivors]
     return {
-        "clients": n, "dim": d, "bits": bits, "mode": args.mode,
+        "clients": n, "dim": d, "bits": bits, "mode": args.mode, "workers": args.workers,
         "neighbours": result.params.neighbours, "threshold": result.params.threshold,
         "min_survivors": result.params.min_survivors, "survivors": len(survivors),
         "dropped": {s: sorted(v) for s, v in schedule.items() if v},
