@@ -34,8 +34,15 @@ aggregation mod. Reported per configuration:
 * correctness: the change of the global model in every round against the weighted mean of
   the survivors' deltas (max abs error, ours and Flower's), and the number of drops.
 
+With ``--against-inprocess`` the table is instead Flower's SecAgg+ round (as above) against
+one whole round of ours in one process (``protocol.simulate_round``: every client and the
+server, real encoded messages, the same 10 % of the clients dropping after ShareKeys), with
+the clients in 1 and in 2 worker processes (``workers=``), the median of ``--rounds`` rounds
+each; the ratio is Flower's round time over ours.
+
 Usage: python benchmarks/bench_flower.py [--nodes 10 50] [--dims 10000 100000] [--rounds 3]
        [--quick] [--json [PATH]] [--timeout 120]
+       python benchmarks/bench_flower.py --against-inprocess --nodes 100 --dims 100000
 (``--json`` alone prints JSON instead of the tables; with a path it also writes it there.)
 """
 
@@ -72,6 +79,7 @@ from protocol.config import RoundConfig
 from protocol.flower import HardenedSecAggWorkflow, make_hardened_secagg_mod
 from protocol.flower.records import META_RECORD
 from protocol.flower.settings import load_node_settings
+from protocol.simulate import SeededInputs, simulate_round
 from protocol.transitions import Stage as OurStage
 
 RAY = {"init_args": {"num_cpus": 2, "include_dashboard": False,
@@ -353,6 +361,39 @@ def run_one(impl: str, n: int, d: int, rounds: int, timeout: float, tmp: Path) -
     return res
 
 
+def inprocess_round(n: int, d: int, workers: int, rounds: int) -> dict:
+    """Our whole round in this process at (n, d), the Flower run's drops (after ShareKeys)."""
+    dropped = sorted(dropped_partitions(n))
+    inputs = SeededInputs(n, d, 32, seed=n)
+    times = []
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        res = simulate_round(inputs, RoundConfig(), {"masked_input": set(dropped)}, round=r,
+                             workers=workers)
+        times.append(time.perf_counter() - t0)
+        if not np.array_equal(res.aggregate, inputs.sum_of(sorted(res.survivors))):
+            raise RuntimeError(f"in-process n={n} d={d}: wrong aggregate")
+    return {"workers": workers, "round_s": statistics.median(times), "rounds_s": times}
+
+
+def against_inprocess(args) -> None:
+    """Flower's SecAgg+ in its simulation engine against our whole round in process."""
+    lines = ["| n | d | dropped | Flower SecAgg+ round s | ours, 1 process s | ratio "
+             "| ours, 2 workers s | ratio |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    doc = []
+    with tempfile.TemporaryDirectory(prefix="bench_flower-") as tmp:
+        for n in args.nodes:
+            for d in args.dims:
+                logging.getLogger("flwr").setLevel(logging.WARNING)
+                fl = run_one("flower", n, d, args.rounds, args.timeout, Path(tmp))
+                one, two = (inprocess_round(n, d, w, max(args.rounds, 3)) for w in (1, 2))
+                doc.append({"n": n, "d": d, "flower_round_s": fl["round_s"], "ours": [one, two]})
+                lines.append(f"| {n} | {d:.0e} | {fl['dropped']} | {fl['round_s']:.3f} "
+                             f"| {one['round_s']:.3f} | {fl['round_s'] / one['round_s']:.1f}x "
+                             f"| {two['round_s']:.3f} | {fl['round_s'] / two['round_s']:.1f}x |")
+    print(json.dumps(doc, indent=1) if args.json else "\n".join(lines))
+
+
 def check(res: dict) -> list[str]:
     """What is wrong with a configuration's result (empty: nothing)."""
     bad = []
@@ -405,7 +446,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="n = 10, d = 1e4 only")
     ap.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH")
     ap.add_argument("--verbose", action="store_true", help="keep Flower's INFO log")
+    ap.add_argument("--against-inprocess", action="store_true",
+                    help="Flower's SecAgg+ against our whole round in one process")
     args = ap.parse_args()
+    if args.against_inprocess:
+        against_inprocess(args)
+        return
     if args.quick:
         args.nodes, args.dims = [10], [10_000]
     if args.rounds < 1:
