@@ -98,8 +98,10 @@ def _apply(
     for start in range(0, d, chunk):
         stop = min(start + chunk, d)
         o = out[start:stop]
-        if src is not out:
-            np.copyto(o, src[start:stop])
+        # the first mask is applied from src into out: no separate copy pass
+        base = src[start:stop] if src is not out else o
+        if not writers and base is not o:
+            np.copyto(o, base)
         ks = scratch[: stop - start]
         ks_bytes = ks.view(np.uint8)
         zeros = zero_bytes(ks.nbytes)
@@ -108,9 +110,10 @@ def _apply(
             if BIG_ENDIAN:  # pragma: no cover - the keystream is defined little-endian
                 ks.byteswap(inplace=True)
             if add:
-                np.add(o, ks, out=o)
+                np.add(base, ks, out=o)
             else:
-                np.subtract(o, ks, out=o)
+                np.subtract(base, ks, out=o)
+            base = o
         if not ring.full_width:
             np.bitwise_and(o, ring.mask, out=o)
     return out
