@@ -27,7 +27,7 @@ encryption key, one for the mask key) plus (|N(u)| + 1) keystreams and additions
 A flat ratio means the round costs each client only what its own neighbourhood needs.
 
 Usage: python benchmarks/bench_round.py [--json] [--quick] [--grid n,d,dropout;...]
-       python benchmarks/bench_round.py --scale [--json] [--sizes 1000,3000,10000]
+       python benchmarks/bench_round.py --scale [--json] [--sizes 1000,3000,10000] [--workers 2]
 """
 
 from __future__ import annotations
@@ -136,7 +136,8 @@ def x25519_seconds() -> float:
     return best
 
 
-def scale_row(n: int, d: int = 10_000, dropout: float = 0.05, seed: int = 1) -> dict:
+def scale_row(n: int, workers: int = 1, d: int = 10_000, dropout: float = 0.05,
+              seed: int = 1) -> dict:
     """One ``secagg simulate``-shaped round in this process, against its per-client floor."""
     config = RoundConfig(bits=32, dropout_rate=dropout, corrupt_rate=0.05)
     rng = np.random.default_rng(seed)
@@ -144,7 +145,7 @@ def scale_row(n: int, d: int = 10_000, dropout: float = 0.05, seed: int = 1) -> 
     inputs = SeededInputs(n, d, 32, seed)
     t0 = time.perf_counter()
     result = simulate_round(inputs, config, spread_dropouts(dropped, "semi-honest"), seed=seed,
-                            server_factory=RecordingServer)
+                            server_factory=RecordingServer, workers=workers)
     wall = time.perf_counter() - t0
     correct = bool(np.array_equal(result.aggregate, inputs.sum_of(sorted(result.survivors))))
     server = RecordingServer.last
@@ -153,7 +154,7 @@ def scale_row(n: int, d: int = 10_000, dropout: float = 0.05, seed: int = 1) -> 
                         + (k_mean + 1) * (aes_seconds_per_byte() * d * 4 + add_seconds(d)))
     tr = result.transcript
     return {
-        "n": n, "d": d, "dropout": dropout, "k": result.params.neighbours,
+        "n": n, "d": d, "dropout": dropout, "workers": workers, "k": result.params.neighbours,
         "t": result.params.threshold, "survivors": len(result.survivors), "correct": correct,
         "round_wall_s": wall, "per_client_s": wall / n,
         "per_client_floor_s": per_client_floor, "per_client_ratio": wall / n / per_client_floor,
@@ -162,14 +163,15 @@ def scale_row(n: int, d: int = 10_000, dropout: float = 0.05, seed: int = 1) -> 
     }
 
 
-def scale(sizes: list[int], as_json: bool) -> None:
-    """Each scale row in its own process, so each peak RSS is that round's."""
+def scale(sizes: list[int], workers: int, as_json: bool) -> None:
+    """Each scale row in its own process, so each peak RSS is that round's (with
+    ``workers`` > 1, the server process's; each worker's is reported by the OS apart)."""
     if not as_json:
         print(f"{'n':>6} {'k':>4} {'t':>3} {'round s':>9} {'s/client':>9} {'x floor':>8} "
               f"{'server s':>9} {'peak RSS':>9} correct")
     for n in sizes:
-        out = subprocess.run([sys.executable, __file__, "--scale-row", str(n)], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, __file__, "--scale-row", str(n), "--workers",
+                              str(workers)], check=True, capture_output=True, text=True).stdout
         r = json.loads(out)
         if as_json:
             print(json.dumps(r), flush=True)
@@ -188,13 +190,15 @@ def main() -> None:
     ap.add_argument("--scale", action="store_true",
                     help="the scale rows (n = 1e3, 3e3, 1e4 at d = 1e4), one process each")
     ap.add_argument("--sizes", default="1000,3000,10000", help="cohort sizes for --scale")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="client processes for the --scale rounds (simulate_round(workers=))")
     ap.add_argument("--scale-row", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.scale_row:
-        print(json.dumps(scale_row(args.scale_row)))
+        print(json.dumps(scale_row(args.scale_row, args.workers)))
         return
     if args.scale:
-        scale([int(x) for x in args.sizes.split(",")], args.json)
+        scale([int(x) for x in args.sizes.split(",")], args.workers, args.json)
         return
     grid = QUICK if args.quick else FULL
     if args.grid:
