@@ -439,3 +439,45 @@ def test_a_dp_client_refuses_a_setup_of_another_dimension_uncharged(tmp_path):
     with pytest.raises(RemoteProtocolError, match="dimension"):
         p.join(setup)
     assert p.round is None and led.rounds == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Updates made on demand (UpdateSource)
+# --------------------------------------------------------------------------------------------
+
+
+def test_update_source_gives_the_same_round_as_a_list(seeded_noise, tmp_path):
+    plan = plan_dp(config(epsilon=50.0), ROUND_CONFIG, N, DIM)
+    ups = updates(N, DIM, seed=3)
+    asked = []
+
+    def make(u):
+        asked.append(u)
+        return ups[u]
+
+    result = run_dp_round(dp_round.UpdateSource(N, make), plan, dropouts={"share_keys": {2}})
+    assert sorted(asked) == sorted(result.survivors)  # made only for clients that masked
+    assert 2 not in asked
+    expect = np.sum([ups[u] for u in sorted(result.survivors)], axis=0)
+    e = plan.encoding
+    sd = plan.noise_multiplier * e.l2_sensitivity / e.gamma * math.sqrt(11 / plan.honest_min)
+    rms = float(np.sqrt(np.mean((result.estimate - expect) ** 2)))
+    assert 0.9 * sd <= rms <= 1.1 * math.hypot(sd, math.sqrt(11 / 4) / e.gamma)
+
+
+def test_update_source_client_with_an_unusable_update_drops_uncharged(tmp_path):
+    plan = plan_dp(config(), ROUND_CONFIG, N, DIM)
+    ups = updates(N, DIM)
+    ledgers = {u: Ledger.create(tmp_path / f"c{u}.jsonl", Budget(50.0, 1e-5), owner=f"c{u}")
+               for u in (5, 6)}
+
+    def make(u):
+        if u == 5:
+            bad = ups[u].copy()
+            bad[3] = math.nan
+            return bad
+        return ups[u][:-1] if u == 6 else ups[u]
+
+    result = run_dp_round(dp_round.UpdateSource(N, make), plan, client_ledgers=ledgers)
+    assert result.survivors == frozenset(range(N)) - {5, 6}
+    assert all(led.rounds == 0 for led in ledgers.values())
