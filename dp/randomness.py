@@ -14,6 +14,7 @@ PRF); the statistical distances stated in :mod:`dp.noise` are relative to unifor
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from .errors import ParameterError
 
 SEED_BYTES = 32
+_ZEROS = bytes(1 << 20)  # plaintext for update_into: the keystream is written straight into arrays
+_BIG_ENDIAN = sys.byteorder == "big"
 
 
 class CryptoRandom:
@@ -39,9 +42,22 @@ class CryptoRandom:
         return self._enc.update(bytes(n))
 
     def uint64(self, n: int) -> np.ndarray:
-        """n uniform words as a uint64 array."""
+        """n uniform words as a uint64 array (the next 8 n keystream bytes, little-endian)."""
         _count(n)
-        return np.frombuffer(self.bytes(8 * n), dtype="<u8").astype(np.uint64, copy=False)
+        return self.fill_uint64(np.empty(n, dtype=np.uint64))
+
+    def fill_uint64(self, out: np.ndarray) -> np.ndarray:
+        """Overwrite the C-contiguous uint64 array ``out`` with the next ``out.size`` words, as
+        :meth:`uint64` would return them; returns ``out``. For loops that reuse one buffer."""
+        if out.dtype != np.uint64 or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ParameterError("fill_uint64 needs a writeable C-contiguous uint64 array")
+        dst, src = memoryview(out.reshape(-1)).cast("B"), memoryview(_ZEROS)
+        for start in range(0, dst.nbytes, len(_ZEROS)):
+            stop = min(dst.nbytes, start + len(_ZEROS))
+            self._enc.update_into(src[:stop - start], dst[start:stop])
+        if _BIG_ENDIAN:
+            out.byteswap(inplace=True)  # the words are little-endian
+        return out
 
     def uniform(self, n: int) -> np.ndarray:
         """n floats uniform on the grid {0, 2^-53, ..., 1 - 2^-53} (for randomized rounding)."""

@@ -270,11 +270,13 @@ class _ScriptedRandom(CryptoRandom):
         self._words = np.array(words, dtype=np.uint64)
         self._pos = 0
 
-    def uint64(self, n: int) -> np.ndarray:
-        out = self._words[self._pos:self._pos + n]
-        assert out.size == n, "sampler asked for more words than scripted"
+    def fill_uint64(self, out: np.ndarray) -> np.ndarray:
+        n = out.size
+        words = self._words[self._pos:self._pos + n]
+        assert words.size == n, "sampler asked for more words than scripted"
         self._pos += n
-        return out.copy()
+        out[...] = words
+        return out
 
 
 def _hand_table() -> NoiseTable:
