@@ -2,6 +2,7 @@
 
 numpy and cryptography only; no protocol state and no I/O (docs/architecture.md sections 1-2).
 Modules: ring (Z_{2^b}), prg (mask expansion), keyagreement (X25519 + HKDF), shamir,
+field (batched arithmetic in the word-size prime fields of the Shamir ring),
 aead (share transport), identity (Ed25519), masking, graph (SecAgg+ Harary graph), params
 (Bell et al. parameter finder), encoding (canonical bytes), errors, hazmat (explicit
 randomness, tests only).
@@ -34,7 +35,7 @@ from .masking import PairwiseMask, mask_input, pairwise_sign, remove_masks
 from .params import GraphParameters, analyse_parameters, find_parameters
 from .prg import MaskStream, expand, iter_chunks
 from .ring import Ring
-from .shamir import Decoded, Share, combine, decode, split
+from .shamir import Decoded, Share, ShareTable, combine, decode, decode_many, split
 
 __version__ = "0.1.0"
 
@@ -63,6 +64,7 @@ __all__ = [
     "ShamirError",
     "ShapeError",
     "Share",
+    "ShareTable",
     "SignatureError",
     "SigningKey",
     "ThresholdError",
@@ -73,6 +75,7 @@ __all__ = [
     "combine",
     "complete_graph",
     "decode",
+    "decode_many",
     "decrypt",
     "encrypt",
     "expand",

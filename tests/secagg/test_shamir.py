@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -20,16 +21,15 @@ from secagg import (
     combine,
     split,
 )
-from secagg.shamir import PRIME, SHARE_BYTES
+from secagg.shamir import MODULUS, PRIME, PRIMES, SHARE_BYTES, SHARE_VERSION
 
 
-def test_field_prime_is_m521_by_lucas_lehmer():
-    p = 521
-    s = 4
-    m = (1 << p) - 1
-    for _ in range(p - 2):
-        s = (s * s - 2) % m
-    assert s == 0 and PRIME == m and PRIME > 1 << 512
+def test_ring_modulus_is_the_product_of_the_component_primes():
+    """Z_P holds a whole 64-byte secret encoding (below 2^521) and fits the 66 bytes of a
+    share; the primes themselves are checked in test_field.py and test_vectors.py."""
+    assert PRIME == MODULUS == math.prod(PRIMES) and len(set(PRIMES)) == 11
+    assert 1 << 527 < MODULUS < 1 << 528
+    assert all(p > 1 << 32 for p in PRIMES)  # x-coordinates are distinct in every component
 
 
 @given(secret=st.binary(min_size=1, max_size=64), n=st.integers(1, 12), data=st.data())
@@ -119,11 +119,18 @@ def test_bad_secrets_and_types():
 
 def test_strict_share_decoding():
     good = split(b"secret", threshold=1, n=1)[0].to_bytes()
-    for bad in (good[:-1], good + b"\0", b"\x02" + good[1:],
+    assert good[0] == SHARE_VERSION == 2
+    residue = good[25:]
+    for bad in (good[:-1], good + b"\0", b"\x01" + good[1:], b"\x03" + good[1:],
                 good[:17] + (0).to_bytes(4, "big") + good[21:],  # threshold 0
-                good[:-66] + PRIME.to_bytes(66, "big")):            # y outside the field
+                good[:21] + (0).to_bytes(4, "big") + good[25:],  # x 0
+                good[:25] + PRIMES[0].to_bytes(6, "big") + residue[6:],  # residue = its prime
+                good[:-6] + (PRIMES[-1] + 1).to_bytes(6, "big"),  # above its prime
+                good[:25] + b"\xff" * 66):                        # every residue too big
         with pytest.raises(EncodingError):
             Share.from_bytes(bad)
+    top = good[:25] + b"".join((p - 1).to_bytes(6, "big") for p in PRIMES)
+    assert Share.from_bytes(top).y == MODULUS - 1  # the largest canonical value
     rnd = random.Random(7)
     for _ in range(200):
         blob = bytes(rnd.randrange(256) for _ in range(SHARE_BYTES))

@@ -24,7 +24,7 @@ from secagg import (
     decode,
     split,
 )
-from secagg.shamir import PRIME
+from secagg.shamir import PRIME, PRIMES
 
 SIZES = [(5, 2), (7, 3), (10, 4), (16, 6), (30, 10), (3, 1), (8, 1), (9, 7), (100, 34)]
 
@@ -183,25 +183,29 @@ def test_error_type_and_result():
         decoded.bad_x = (1,)
 
 
-@given(a=st.lists(st.integers(0, PRIME - 1), max_size=12),
-       b=st.lists(st.integers(0, PRIME - 1), min_size=1, max_size=8))
-def test_polynomial_division(a, b):
-    a, b = shamir._poly_trim(a), shamir._poly_trim(b)
+@given(a=st.lists(st.integers(0, PRIMES[0] - 1), max_size=12),
+       b=st.lists(st.integers(0, PRIMES[0] - 1), min_size=1, max_size=8),
+       p=st.sampled_from(PRIMES))
+def test_polynomial_division(a, b, p):
+    a, b = shamir._poly_trim([c % p for c in a]), shamir._poly_trim([c % p for c in b])
     if not b:
         b = [1]
-    q, r = shamir._poly_divmod(a, b)
+    q, r = shamir._poly_divmod(a, b, p)
     assert len(r) < len(b)
-    assert shamir._poly_sub(a, shamir._poly_mul(q, b)) == r
+    assert shamir._poly_sub(a, shamir._poly_mul(q, b, p), p) == r
 
 
-@given(points=st.lists(st.tuples(st.integers(1, (1 << 32) - 1), st.integers(0, PRIME - 1)),
-                       min_size=1, max_size=12, unique_by=lambda p: p[0]))
-def test_interpolation_through_every_point(points):
-    g0 = shamir._poly_from_roots([x for x, _ in points])
-    assert len(g0) == len(points) + 1 and all(shamir._poly_eval(g0, x) == 0 for x, _ in points)
-    g1 = shamir._poly_interpolate(points, g0)
+@given(points=st.lists(st.tuples(st.integers(1, (1 << 32) - 1), st.integers(0, PRIMES[0] - 1)),
+                       min_size=1, max_size=12, unique_by=lambda p: p[0]),
+       p=st.sampled_from(PRIMES))
+def test_interpolation_through_every_point(points, p):
+    points = [(x, y % p) for x, y in points]
+    g0 = shamir._poly_from_roots([x for x, _ in points], p)
+    assert len(g0) == len(points) + 1 and all(shamir._poly_eval(g0, x, p) == 0
+                                              for x, _ in points)
+    g1 = shamir._poly_interpolate(points, g0, p)
     assert len(g1) <= len(points)
-    assert all(shamir._poly_eval(g1, x) == y for x, y in points)
+    assert all(shamir._poly_eval(g1, x, p) == y for x, y in points)
 
 
 def test_colluding_forgers_past_the_radius_can_steer_the_result():

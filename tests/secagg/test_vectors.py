@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import shutil
 import struct
 import subprocess
@@ -24,6 +25,7 @@ from secagg import (
     PairwiseMask,
     Ring,
     Share,
+    ShareTable,
     VerifyKey,
     agree,
     combine,
@@ -40,7 +42,6 @@ from secagg.hazmat import (
 from secagg.prg import derive_prg_key
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
-P521 = (1 << 521) - 1
 
 
 def load(name: str) -> dict:
@@ -124,17 +125,43 @@ def test_rfc7748_shared_secret_then_kdf_vector():
         assert got.hex() == case["secret"]
 
 
+def _small_primes(limit: int = 1 << 24) -> np.ndarray:
+    """Every prime below ``limit`` (sieve of Eratosthenes, independent of secagg)."""
+    sieve = np.ones(limit, dtype=bool)
+    sieve[:2] = False
+    for i in range(2, math.isqrt(limit) + 1):
+        if sieve[i]:
+            sieve[i * i::i] = False
+    return np.flatnonzero(sieve).astype(np.int64)
+
+
+def _is_prime(n: int, small: np.ndarray) -> bool:
+    """Trial division by every prime up to sqrt(n) (n < 2^48, so sqrt(n) < 2^24)."""
+    assert 1 << 24 < n < 1 << 48
+    return not (n % small == 0).any()
+
+
 def test_shamir_vector():
+    """Share version 2 (Z_P, P the product of the eleven largest primes below 2^48): made by
+    ``tests/vectors/make_vectors.py`` on 2026-12-02 from the fixed polynomial recorded in the
+    file, and rebuilt here with plain Python integers and ``struct``: y = f(x) mod P, written
+    as y mod p_l in 6 big-endian bytes for each prime in order."""
     data = load("shamir")
     secret = bytes.fromhex(data["secret"])
     coeffs = [int(c) for c in data["coefficients"]]
     dealing = bytes.fromhex(data["dealing_id"])
+    primes = [(1 << 48) - c for c in data["prime_offsets"]]
+    assert data["share_version"] == 2 and len(set(primes)) == 11
+    assert primes == sorted(primes, reverse=True) and all(p > 1 << 32 for p in primes)
+    modulus = math.prod(primes)
+    assert 1 << 527 < modulus < 1 << 528
     a0 = int.from_bytes(b"\x01" + secret, "big")
     for sh in data["shares"]:
         x = sh["x"]
-        y = sum(c * x**i for i, c in enumerate([a0, *coeffs])) % P521
+        y = sum(c * x**i for i, c in enumerate([a0, *coeffs])) % modulus
         assert str(y) == sh["y"]
-        layout = struct.pack(">B16sII", 1, dealing, data["threshold"], x) + y.to_bytes(66, "big")
+        layout = struct.pack(">B16sII", 2, dealing, data["threshold"], x) + b"".join(
+            (y % p).to_bytes(6, "big") for p in primes)
         assert layout.hex() == sh["encoded"]
     shares = shamir_split_with_coefficients(secret, coefficients=coeffs,
                                             xs=[s["x"] for s in data["shares"]],
@@ -143,6 +170,18 @@ def test_shamir_vector():
     decoded = [Share.from_bytes(bytes.fromhex(s["encoded"])) for s in data["shares"]]
     for subset in itertools.combinations(decoded, data["threshold"]):
         assert combine(subset) == secret
+    table = ShareTable.from_bytes(b"".join(bytes.fromhex(s["encoded"]) for s in data["shares"]))
+    assert [table.share(i) for i in range(len(table))] == decoded
+
+
+def test_shamir_primes_are_prime():
+    """The eleven primes of the vector (and of secagg.field) by trial division, and they are
+    the eleven largest below 2^48."""
+    primes = [(1 << 48) - c for c in load("shamir")["prime_offsets"]]
+    small = _small_primes()
+    assert all(_is_prime(p, small) for p in primes)
+    others = [q for q in range(primes[-1], 1 << 48) if q not in primes]
+    assert not any(_is_prime(q, small) for q in others)
 
 
 def test_chacha20poly1305_primitive_rfc8439():

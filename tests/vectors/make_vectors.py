@@ -22,6 +22,7 @@ from secagg.hazmat import (
     x25519_from_private_bytes,
 )
 from secagg.prg import derive_prg_key
+from secagg.shamir import PRIMES, SHARE_VERSION
 
 HERE = Path(__file__).parent
 SEED = bytes(range(32))
@@ -66,7 +67,10 @@ def shamir() -> dict:
     xs = [1, 2, 5, 9, 4294967295]
     shares = shamir_split_with_coefficients(secret, coefficients=coeffs, xs=xs,
                                             dealing_id=bytes(range(16)))
-    return {"description": "Shamir over GF(2^521 - 1), fixed polynomial (secagg.shamir)",
+    return {"description": "Shamir over Z_P, P the product of the 11 largest primes below "
+                           "2^48, y written as its 11 residues of 6 bytes (secagg.shamir, "
+                           "share version 2)",
+            "prime_offsets": [(1 << 48) - p for p in PRIMES], "share_version": SHARE_VERSION,
             "secret": secret.hex(), "coefficients": [str(c) for c in coeffs],
             "dealing_id": bytes(range(16)).hex(), "threshold": 4,
             "shares": [{"x": s.x, "y": str(s.y), "encoded": s.to_bytes().hex()} for s in shares]}
