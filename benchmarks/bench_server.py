@@ -37,11 +37,7 @@ from bench_round import RecordingServer, add_seconds, aes_seconds_per_byte
 
 from protocol import RoundConfig, simulate_round
 from protocol.simulate import spread_dropouts
-
-try:  # the knob exists from the batched unmasking on; older trees run on one core only
-    from protocol.stages.unmasking import set_mask_workers
-except ImportError:  # pragma: no cover - comparing against an older tree
-    set_mask_workers = None
+from protocol.stages.unmasking import set_mask_workers
 
 FULL = [(1000, d, p) for d in (100_000, 1_000_000) for p in (0.0, 0.1, 0.3)]
 QUICK = [(200, 10_000, 0.1)]
@@ -49,10 +45,7 @@ QUICK = [(200, 10_000, 0.1)]
 
 def run(n: int, d: int, dropout: float, threads: int, seed: int = 0) -> dict:
     """One round; the server's time (all stages and Unmasking alone), its floor, the ratio."""
-    if set_mask_workers is not None:
-        set_mask_workers(threads)
-    elif threads != 1:
-        raise SystemExit("this tree has no set_mask_workers: only --threads 1")
+    set_mask_workers(threads)
     rng = np.random.default_rng(seed)
     row = rng.integers(0, 2**32, size=d, dtype=np.uint64).astype(np.uint32)
     inputs = np.broadcast_to(row, (n, d))
@@ -108,8 +101,7 @@ def main() -> None:
                           f"{r['server_s']:>9.3f} {r['unmasking_s']:>9.3f} "
                           f"{r['other_stages_s']:>8.3f} {r['floor_s']:>8.3f} "
                           f"{r['ratio']:>6.2f}", flush=True)
-    if set_mask_workers is not None:
-        set_mask_workers(1)
+    set_mask_workers(1)
 
 
 if __name__ == "__main__":

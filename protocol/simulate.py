@@ -302,6 +302,21 @@ class SimulatedHost(Host):
     def close(self) -> None:
         """Release what the host holds once the round has ended (nothing here)."""
 
+    @staticmethod
+    def hand_to_server(run: StageRun, rec: StageRecord, t: Traffic,
+                       replies: list[bytes]) -> None:
+        """One client's replies (wire bytes) to the server, counted in the transcript; a reply
+        the server refuses is noted in the stage's record."""
+        for raw in replies:
+            t.sent_messages += 1
+            t.sent_bytes += len(raw)
+            rec.server.received_messages += 1
+            rec.server.received_bytes += len(raw)
+            try:
+                run.accept(decode(raw))
+            except RemoteProtocolError as exc:
+                rec.refused.append(str(exc))
+
     def on_survivors_known(self, survivors: frozenset[int]) -> None:
         if self._survivors_hook is not None:
             self._survivors_hook(survivors)
@@ -345,16 +360,7 @@ class _InProcessHost(SimulatedHost):
             t.received_messages += 1
             t.received_bytes += len(data)
             answers = self._client_answers(run, rec, t, u, decode(data))
-            for a in answers:
-                raw = encode(a)
-                t.sent_messages += 1
-                t.sent_bytes += len(raw)
-                rec.server.received_messages += 1
-                rec.server.received_bytes += len(raw)
-                try:
-                    run.accept(decode(raw))
-                except RemoteProtocolError as exc:
-                    rec.refused.append(str(exc))
+            self.hand_to_server(run, rec, t, [encode(a) for a in answers])
 
     def _client_answers(self, run: StageRun, rec: StageRecord, t: Traffic, u: int,
                         msg: Message) -> list[Message]:

@@ -234,15 +234,7 @@ class WorkerHost(SimulatedHost):
             return
         if run.stage is Stage.ADVERTISE_KEYS:  # u's worker accepted its Setup
             self._participants[u].remember_session(self._server.session_id)
-        for raw in parts:
-            t.sent_messages += 1
-            t.sent_bytes += len(raw)
-            rec.server.received_messages += 1
-            rec.server.received_bytes += len(raw)
-            try:
-                run.accept(decode(raw))
-            except RemoteProtocolError as exc:
-                rec.refused.append(str(exc))
+        self.hand_to_server(run, rec, t, parts)
 
 
 def _send_all(conn: Connection, batch: list[bytes]) -> None:
