@@ -38,12 +38,13 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from protocol import RoundConfig, SeededInputs, ServerRound, simulate_round
+from protocol import RoundConfig, SeededInputs, ServerRound, SimulationResult, simulate_round
 from protocol.simulate import spread_dropouts
 
 FULL = [(n, d, p) for n in (100, 1000) for d in (10_000, 100_000, 1_000_000)
@@ -86,7 +87,28 @@ class RecordingServer(ServerRound):
         RecordingServer.last = self
 
 
-def run(n: int, d: int, dropout: float, seed: int = 0) -> dict:
+@dataclass
+class Measured:
+    """One timed round and what its floors need: the server's survivor sets, the number of
+    pairwise masks it removed, the keystream and addition time for one d-vector."""
+
+    result: SimulationResult
+    server: RecordingServer
+    row: np.ndarray  # every client's input
+    wall: float
+    key_pairs: int  # (dropped, surviving neighbour) pairs
+    ks: float
+    add: float
+
+    @property
+    def server_floor(self) -> float:
+        u3 = self.server.u3
+        return len(u3) * self.add + (len(u3) + self.key_pairs) * (self.ks + self.add)
+
+
+def measured_round(n: int, d: int, dropout: float, seed: int = 0) -> Measured:
+    """One semi-honest b = 32 round of n equal rows, ``dropout`` of the clients dropping
+    (spread over the stages), timed, with the AES and addition figures for its floors."""
     rng = np.random.default_rng(seed)
     row = rng.integers(0, 2**32, size=d, dtype=np.uint64).astype(np.uint32)
     inputs = np.broadcast_to(row, (n, d))
@@ -99,14 +121,21 @@ def run(n: int, d: int, dropout: float, seed: int = 0) -> dict:
     server = RecordingServer.last
     u2, u3 = server.u2, frozenset(server.u3)
     key_pairs = sum(len(server.graph.neighbours(u) & u3) for u in u2 - u3)
-    ks, add = aes_seconds_per_byte() * d * 4, add_seconds(d)
+    return Measured(result, server, row, wall, key_pairs, aes_seconds_per_byte() * d * 4,
+                    add_seconds(d))
+
+
+def run(n: int, d: int, dropout: float, seed: int = 0) -> dict:
+    m = measured_round(n, d, dropout, seed)
+    result, server, wall, ks, add = m.result, m.server, m.wall, m.ks, m.add
+    u2, u3 = server.u2, frozenset(server.u3)
     survivors = sorted(u3)
     client_streams = np.mean([len(server.graph.neighbours(u) & u2) + 1 for u in survivors])
     client_floor = client_streams * (ks + add)
     # the same plus the client's 2 X25519 agreements per neighbour with keys (share
     # encryption and mask keys): work no implementation of the protocol can skip
     client_floor_kx = client_floor + 2 * (client_streams - 1) * x25519_seconds()
-    server_floor = len(u3) * add + (len(u3) + key_pairs) * (ks + add)
+    server_floor = m.server_floor
     tr = result.transcript
     client_time = float(np.mean([tr.client_seconds(u) for u in survivors]))
     server_time = tr.server_seconds()

@@ -30,13 +30,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
-from bench_round import RecordingServer, add_seconds, aes_seconds_per_byte
+from bench_round import measured_round
 
-from protocol import RoundConfig, simulate_round
-from protocol.simulate import spread_dropouts
 from protocol.stages.unmasking import set_mask_workers
 
 FULL = [(1000, d, p) for d in (100_000, 1_000_000) for p in (0.0, 0.1, 0.3)]
@@ -46,20 +43,9 @@ QUICK = [(200, 10_000, 0.1)]
 def run(n: int, d: int, dropout: float, threads: int, seed: int = 0) -> dict:
     """One round; the server's time (all stages and Unmasking alone), its floor, the ratio."""
     set_mask_workers(threads)
-    rng = np.random.default_rng(seed)
-    row = rng.integers(0, 2**32, size=d, dtype=np.uint64).astype(np.uint32)
-    inputs = np.broadcast_to(row, (n, d))
-    dropped = rng.choice(n, size=int(round(dropout * n)), replace=False).tolist()
-    schedule = spread_dropouts(dropped, "semi-honest")
-    config = RoundConfig(bits=32, dropout_rate=max(dropout, 0.05), corrupt_rate=0.05)
-    t0 = time.perf_counter()
-    result = simulate_round(inputs, config, schedule, server_factory=RecordingServer)
-    wall = time.perf_counter() - t0
-    server = RecordingServer.last
-    u2, u3 = server.u2, frozenset(server.u3)
-    key_pairs = sum(len(server.graph.neighbours(u) & u3) for u in u2 - u3)
-    ks, add = aes_seconds_per_byte() * d * 4, add_seconds(d)
-    floor = len(u3) * add + (len(u3) + key_pairs) * (ks + add)
+    m = measured_round(n, d, dropout, seed)
+    result, row, u3, key_pairs = m.result, m.row, m.server.u3, m.key_pairs
+    floor = m.server_floor
     tr = result.transcript
     total = tr.server_seconds()
     unmask = tr.stages["unmasking"].server.seconds
@@ -70,7 +56,7 @@ def run(n: int, d: int, dropout: float, threads: int, seed: int = 0) -> dict:
             "k": result.params.neighbours, "t": result.params.threshold,
             "survivors": len(u3), "masks_removed": len(u3) + key_pairs,
             "server_s": total, "unmasking_s": unmask, "other_stages_s": total - unmask,
-            "floor_s": floor, "ratio": total / floor, "round_wall_s": wall}
+            "floor_s": floor, "ratio": total / floor, "round_wall_s": m.wall}
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 import tracemalloc
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -302,6 +302,34 @@ class SimulatedHost(Host):
     def close(self) -> None:
         """Release what the host holds once the round has ended (nothing here)."""
 
+    def to_clients(self, run: StageRun, *, progress: bool
+                   ) -> Iterator[tuple[int, StageRecord, Traffic, bytes]]:
+        """The stage's messages as the network delivers them: the server hook applied, each
+        message encoded (one at a time) and counted, a client the schedule drops at this
+        stage dropped; yields (recipient, stage record, its traffic, bytes) for each client
+        still in the round. ``progress`` reports every message sent."""
+        stage = run.stage
+        rec = self.transcript.stages.setdefault(stage, StageRecord())
+        outgoing = list(run.outgoing)
+        if self._hook is not None:
+            outgoing = self._hook(stage, outgoing)
+        gone = self._schedule.get(stage, ())
+        for i, msg in enumerate(outgoing):
+            if progress and self._progress:
+                self._progress(stage, i + 1, len(outgoing))
+            data = encode(msg)
+            rec.server.sent_messages += 1
+            rec.server.sent_bytes += len(data)
+            u = msg.recipient
+            if u in gone:
+                run.drop(u, DropReason.SCHEDULED)
+            if run.has_left(u):
+                continue  # dropped: receives nothing more, sends nothing from here on
+            t = rec.client(u)
+            t.received_messages += 1
+            t.received_bytes += len(data)
+            yield u, rec, t, data
+
     @staticmethod
     def hand_to_server(run: StageRun, rec: StageRecord, t: Traffic,
                        replies: list[bytes]) -> None:
@@ -339,26 +367,7 @@ class _InProcessHost(SimulatedHost):
     def deliver(self, run: StageRun) -> None:
         """Server -> clients; each live client's replies go to the server as they are made, so
         the server sums masked inputs as they arrive."""
-        stage = run.stage
-        rec = self.transcript.stages.setdefault(stage, StageRecord())
-        outgoing = list(run.outgoing)
-        if self._hook is not None:
-            outgoing = self._hook(stage, outgoing)
-        gone = self._schedule.get(stage, ())
-        for i, msg in enumerate(outgoing):
-            if self._progress:
-                self._progress(stage, i + 1, len(outgoing))
-            data = encode(msg)
-            rec.server.sent_messages += 1
-            rec.server.sent_bytes += len(data)
-            u = msg.recipient
-            if u in gone:
-                run.drop(u, DropReason.SCHEDULED)
-            if run.has_left(u):
-                continue  # dropped: receives nothing more, sends nothing from here on
-            t = rec.client(u)
-            t.received_messages += 1
-            t.received_bytes += len(data)
+        for u, rec, t, data in self.to_clients(run, progress=True):
             answers = self._client_answers(run, rec, t, u, decode(data))
             self.hand_to_server(run, rec, t, [encode(a) for a in answers])
 

@@ -169,24 +169,10 @@ class WorkerHost(SimulatedHost):
         server as it arrives."""
         stage = run.stage
         rec = self.transcript.stages.setdefault(stage, StageRecord())
-        outgoing = list(run.outgoing)
-        if self._hook is not None:
-            outgoing = self._hook(stage, outgoing)
-        gone = self._schedule.get(stage, ())
         batches: list[list[bytes]] = [[] for _ in self._conns]
-        for msg in outgoing:
-            data = encode(msg)
-            rec.server.sent_messages += 1
-            rec.server.sent_bytes += len(data)
-            u = msg.recipient
-            if u in gone:
-                run.drop(u, DropReason.SCHEDULED)
-            if run.has_left(u) or u not in self._owner:
-                continue
-            t = rec.client(u)
-            t.received_messages += 1
-            t.received_bytes += len(data)
-            batches[self._owner[u]].append(data)
+        for u, _, _, data in self.to_clients(run, progress=False):
+            if u in self._owner:  # a hook may address a message to no client
+                batches[self._owner[u]].append(data)
         total = sum(map(len, batches))
         senders = [threading.Thread(target=_send_all, args=(c, b), daemon=True)
                    for c, b in zip(self._conns, batches, strict=True)]
