@@ -9,6 +9,8 @@ subcommands, each in its own module.
   verified against pins, or plotted.
 - :mod:`protocol.cli.net`: ``secagg server``, ``secagg client`` and ``secagg certs``, the
   networked deployment.
+- :mod:`protocol.cli.conformance`: ``secagg conformance client|server``, the protocol
+  conformance suites against an implementation.
 - :mod:`protocol.cli.common`: argument types, the round configuration and the dropout schedule
   the subcommands share.
 
@@ -22,6 +24,7 @@ import sys
 from collections.abc import Sequence
 
 from .budget import add_budget_parser, budget
+from .conformance import add_conformance_parser, conformance
 from .dp import add_dp_arguments, simulate_dp
 from .net import add_net_parsers, run_net
 from .simulate import add_simulate_parser, progress, simulate
@@ -39,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dp_arguments(add_simulate_parser(sub))
     add_budget_parser(sub)
     add_net_parsers(sub)
+    add_conformance_parser(sub)
     return parser
 
 
@@ -47,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "budget":
         return budget(args)
+    if args.command == "conformance":
+        return conformance(args)
     if args.command in ("server", "client", "certs"):
         return run_net(args)
     if args.epsilon is not None:
