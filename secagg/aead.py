@@ -13,7 +13,6 @@ keys are fresh per session and pair, so collisions are negligible. Every failure
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from .encoding import VERSION, canonical, require_bytes, require_uint
 from .errors import DecryptionError, SecAggTypeError
 from .keyagreement import SESSION_ID_MAX, SESSION_ID_MIN
+from .randomness import random_bytes
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -67,8 +67,9 @@ def _encrypt_with_nonce(key: bytes, plaintext: bytes, context: AeadContext, nonc
 
 
 def encrypt(key: bytes, plaintext: bytes, context: AeadContext) -> bytes:
-    """Encrypt ``plaintext`` for ``context.receiver`` with a fresh random nonce."""
-    return _encrypt_with_nonce(key, plaintext, context, os.urandom(NONCE_BYTES))
+    """Encrypt ``plaintext`` for ``context.receiver`` with a fresh random nonce (drawn for the
+    purpose ``"nonce"``, :mod:`secagg.randomness`)."""
+    return _encrypt_with_nonce(key, plaintext, context, random_bytes(NONCE_BYTES, "nonce"))
 
 
 def decrypt(key: bytes, frame: bytes, context: AeadContext) -> bytes:

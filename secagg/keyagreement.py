@@ -24,8 +24,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from .encoding import VERSION, canonical, require_bytes, require_label, require_uint
 from .errors import KeyAgreementError, SecAggTypeError
+from .randomness import random_bytes
 
 PUBLIC_KEY_BYTES = 32
+PRIVATE_KEY_BYTES = 32
 SECRET_BYTES = 32
 SESSION_ID_MIN, SESSION_ID_MAX = 16, 64
 #: Purposes used by the protocol; any non-empty label is accepted, these are the standard ones.
@@ -55,9 +57,12 @@ class KeyPair:
             raise KeyAgreementError("public key does not match the private key")
 
     @classmethod
-    def generate(cls) -> KeyPair:
-        priv = X25519PrivateKey.generate()
-        return cls._from_private(priv)
+    def generate(cls, *, purpose: str = "x25519-key") -> KeyPair:
+        """A fresh key pair whose private key is 32 bytes of :func:`secagg.randomness.random_bytes`
+        drawn for ``purpose`` (``"c-key"`` or ``"s-key"`` in AdvertiseKeys, Bonawitz et al. 2017
+        section 4); X25519 clamps them (RFC 7748 section 5), so any 32 bytes are a key."""
+        raw = random_bytes(PRIVATE_KEY_BYTES, purpose)
+        return cls._from_private(X25519PrivateKey.from_private_bytes(raw))
 
     @classmethod
     def _from_private(cls, priv: X25519PrivateKey) -> KeyPair:

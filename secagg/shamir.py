@@ -77,6 +77,7 @@ from .errors import (
     ThresholdError,
     UndecodableSharesError,
 )
+from .randomness import random_below, random_bytes
 
 #: The share format's version byte (version 1, y in GF(2^521 - 1), is refused).
 SHARE_VERSION = 2
@@ -336,6 +337,9 @@ def split(
     Give either ``n`` (x-coordinates 1..n) or ``xs`` (distinct x-coordinates in [1, 2^32),
     for example neighbour ids plus one). A threshold outside [1, n] raises
     :class:`ThresholdError`.
+
+    The dealer's randomness (:mod:`secagg.randomness`): the dealing id first (purpose
+    ``"dealing-id"``), then a_1, ..., a_{t-1} uniform in Z_P (``"coefficient"``).
     """
     if (n is None) == (xs is None):
         raise SecAggTypeError("give exactly one of n or xs")
@@ -348,8 +352,9 @@ def split(
         raise SecAggTypeError("threshold must be an int")
     if not 1 <= threshold <= len(xs):
         raise ThresholdError(f"threshold {threshold} outside [1, {len(xs)}]")
-    coefficients = [secrets.randbelow(MODULUS) for _ in range(threshold - 1)]
-    return _split_with_coefficients(secret, coefficients, xs, secrets.token_bytes(DEALING_ID_BYTES))
+    dealing_id = random_bytes(DEALING_ID_BYTES, "dealing-id")
+    coefficients = [random_below(MODULUS, "coefficient") for _ in range(threshold - 1)]
+    return _split_with_coefficients(secret, coefficients, xs, dealing_id)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,13 @@ U1, with, in malicious mode, a hash-tree commitment over the whole cohort's keys
 
 from __future__ import annotations
 
-import secrets
 from bisect import bisect_left
 from collections.abc import Mapping, MutableSet
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from secagg import KeyPair, Ring, SigningKey, VerifyKey, harary_graph
+from secagg.randomness import random_bytes
 
 from ..config import ConfigError, Mode, RoundConfig, RoundParameters, derive_graph_seed
 from ..errors import AbortReason, RoundAborted
@@ -48,7 +48,8 @@ def client_advertise(m: Setup, *, client_id: int, config: RoundConfig,
         raise Refusal("replayed session: this session id was already used")
     ctx = client_context(m, client_id=client_id, config=config, registry=registry)
     used_sessions.add(m.session_id)
-    keys = ClientKeys(ctx, KeyPair.generate(), KeyPair.generate(), secrets.token_bytes(32))
+    keys = ClientKeys(ctx, KeyPair.generate(purpose="c-key"), KeyPair.generate(purpose="s-key"),
+                      random_bytes(32, "self-mask-seed"))
     commitment = commit_self_seed(m.session_id, m.round, client_id, keys.b_seed)
     sig = b""
     if m.mode == Mode.MALICIOUS:
