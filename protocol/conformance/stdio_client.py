@@ -47,8 +47,9 @@ def _write(stream: BinaryIO, data: bytes) -> None:
     stream.write(_U32.pack(len(data)) + data)
 
 
-def machine_from_start(doc: dict) -> ClientRound:
-    """The client the start frame describes. Raises ValueError for a frame it cannot use."""
+def machine_from_start(doc: dict, machine: type[ClientRound] = ClientRound) -> ClientRound:
+    """The client the start frame describes (a ``machine``). Raises ValueError for a frame it
+    cannot use."""
     if doc.get("conformance") != STDIO_VERSION:
         raise ValueError(f"start frame version {doc.get('conformance')!r}, expected "
                          f"{STDIO_VERSION}")
@@ -61,17 +62,18 @@ def machine_from_start(doc: dict) -> ClientRound:
                 if doc.get("registry") is not None else None)
     state = Path(doc["state_dir"])
     state.mkdir(parents=True, exist_ok=True)
-    return ClientRound(int(doc["client_id"]), config=config, input=x, identity=identity,
+    return machine(int(doc["client_id"]), config=config, input=x, identity=identity,
                        registry=registry, used_sessions=FileSessionStore(state / "sessions"))
 
 
-def serve(stdin: BinaryIO, stdout: BinaryIO) -> int:
-    """Answer frames until the input ends; 0 at a clean end, 1 if the start frame is unusable."""
+def serve(stdin: BinaryIO, stdout: BinaryIO, machine: type[ClientRound] = ClientRound) -> int:
+    """Answer frames with a ``machine`` until the input ends; 0 at a clean end, 1 if the start
+    frame is unusable."""
     start = _read(stdin)
     if start is None:
         return 0
     try:
-        machine = machine_from_start(json.loads(start))
+        client = machine_from_start(json.loads(start), machine)
     except (ValueError, KeyError, TypeError) as exc:
         _write(stdout, bytes([REFUSED]) + f"unusable start frame: {exc}".encode())
         stdout.flush()
@@ -80,7 +82,7 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> int:
     stdout.flush()
     while (frame := _read(stdin)) is not None:
         try:
-            out = machine.receive(decode(frame))
+            out = client.receive(decode(frame))
         except ProtocolError as exc:
             _write(stdout, bytes([REFUSED]) + str(exc).encode())
         else:
