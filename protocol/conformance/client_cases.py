@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from secagg import SigningKey
+
 from ..messages import (
     KeysBroadcast,
     Message,
@@ -26,6 +28,7 @@ from ..messages import (
     SharesDelivery,
     UnmaskRequest,
 )
+from ..transcript import CONSISTENCY_LABEL, survivors_bytes
 from ..transitions import STAGES, Stage
 from ..wire import encode
 from .report import CaseResult
@@ -276,6 +279,9 @@ def _unmask_cases() -> Iterator[ClientCase]:
                      "the rest listed dead)", SEMI, UNMASK, _one(_few_alive))
     yield ClientCase("split-view-alive-list", f"{refuse} (the alive list differs from the "
                      "signed survivor set)", MAL, UNMASK, _one(_split_view))
+    yield ClientCase("split-view-signatures-over-another-set", f"{refuse} (a quorum of the "
+                     "other members signed a survivor set other than the one this client "
+                     "signed)", MAL, UNMASK, _one(_signed_elsewhere))
     yield ClientCase("too-few-consistency-signatures", f"{refuse} (below the quorum)", MAL,
                      UNMASK, _one(lambda m, p: dataclasses.replace(
                          m, signatures=m.signatures[: p.server.params.quorum - 1])))
@@ -306,6 +312,20 @@ def _few_alive(m: UnmaskRequest, p: PlayedRound) -> UnmaskRequest:
     moved = neighbours[: len(neighbours) - t + 2]
     return dataclasses.replace(m, alive=tuple(u for u in m.alive if u not in moved),
                                dead=tuple(sorted(m.dead + tuple(moved))))
+
+
+def _signed_elsewhere(m: UnmaskRequest, p: PlayedRound) -> UnmaskRequest:
+    """The split view (Bonawitz et al. CCS 2017 section 4.3): the other members were shown a
+    survivor set S_B without one survivor x and signed it (the scripted server holds their
+    identities); this client, which signed U3, gets their signatures with its own."""
+    s = p.server
+    x = next(u for u in sorted(s.u3) if u != p.target)
+    other = tuple(u for u in sorted(s.u3) if u != x)
+    payload = survivors_bytes(s.session_id, s.round, s.graph_seed, other, key_root=s.key_root)
+    keys = p.cohort.identities
+    sigs = tuple((u, sig if u == p.target else SigningKey.from_private_bytes(keys[u]).sign(
+        payload, label=CONSISTENCY_LABEL)) for u, sig in m.signatures)
+    return dataclasses.replace(m, signatures=sigs)
 
 
 def _split_view(m: UnmaskRequest, p: PlayedRound) -> UnmaskRequest:
