@@ -1,8 +1,15 @@
-"""``secagg budget show|verify|plot LEDGER``: inspect, verify or plot a privacy ledger.
+"""``secagg budget show|verify|plot|report LEDGER``: inspect, verify, plot or report on a
+privacy ledger.
 
 ``secagg budget verify LEDGER --public-key K --ledger-id HEX --min-rounds N`` pins what an
 earlier audit saw (``secagg budget show`` prints the id and the round count to record): another
 ledger signed with the same key, or a truncated history, exits 1 like any failed verification.
+
+``secagg budget report LEDGER -o report.html`` writes one self-contained HTML file
+(:mod:`dp.report`) with the verification result, a table of the rounds, a plot of cumulative
+epsilon against the budget and the deployment's parameters; it is written for a ledger that
+fails verification too (with a FAILED banner naming the first bad line), and the command then
+exits 1.
 """
 
 from __future__ import annotations
@@ -34,34 +41,49 @@ def _rounds(text: str) -> int:
 
 
 def add_budget_parser(sub) -> None:
-    """Add ``budget`` and its subcommands ``show``, ``verify`` and ``plot`` to ``sub``."""
-    bud = sub.add_parser("budget", help="inspect, verify or plot a privacy ledger")
+    """Add ``budget`` and its subcommands ``show``, ``verify``, ``plot`` and ``report`` to
+    ``sub``."""
+    bud = sub.add_parser("budget", help="inspect, verify, plot or report on a privacy ledger")
     bsub = bud.add_subparsers(dest="budget_command", required=True)
     for name, text in (("show", "print the ledger id, the rounds and the cumulative epsilon"),
                        ("verify", "check chain, signatures and every epsilon (independent "
                                   "accountant), and the pins; exit 1 naming the first bad "
                                   "line"),
-                       ("plot", "write a PNG of cumulative epsilon per round")):
-        p = bsub.add_parser(name, help=text)
-        p.add_argument("ledger", type=Path)
+                       ("plot", "write a PNG of cumulative epsilon per round"),
+                       ("report", "write a self-contained HTML audit report (verification, "
+                                  "rounds, plot, parameters), also for a ledger that fails; "
+                                  "exit 1 if it does not verify")):
+        p = bsub.add_parser(name, help=text, description=text)
+        p.add_argument("ledger", type=Path, help="the ledger file (JSON Lines; LEDGER.head "
+                                                 "beside it)")
         p.add_argument("--public-key", default=None,
-                       help="the signer's Ed25519 public key (hex) to pin signatures to")
+                       help="the signer's Ed25519 public key (hex) to pin signatures to "
+                            "(default: the key recorded in the ledger, with a warning)")
         p.add_argument("--ledger-id", type=_ledger_id, default=None, metavar="HEX",
                        help="pin the ledger id recorded at an earlier audit: another ledger "
-                            "signed with the same key (a rollback) is refused")
+                            "signed with the same key (a rollback) is refused (default: not "
+                            "pinned)")
         p.add_argument("--min-rounds", type=_rounds, default=None, metavar="N",
                        help="pin the round count recorded at an earlier audit: a history "
-                            "truncated below N rounds (even with a re-signed head) is refused")
+                            "truncated below N rounds (even with a re-signed head) is refused "
+                            "(default: not pinned)")
         if name == "plot":
             p.add_argument("--output", "-o", type=Path, default=None,
-                           help="PNG path (default LEDGER.png)")
+                           help="PNG path (default: LEDGER.png)")
+        if name == "report":
+            p.add_argument("--output", "-o", type=Path, default=None,
+                           help="HTML path (default: LEDGER.html, beside the ledger)")
         if name in ("show", "verify"):
-            p.add_argument("--json", action="store_true")
+            p.add_argument("--json", action="store_true",
+                           help="print JSON instead of text (default: text)")
 
 
 def budget(args: argparse.Namespace) -> int:
-    """Verify the ledger (with the pins), then show, verify or plot it; exit 1 if it does not
-    verify."""
+    """Verify the ledger (with the pins), then show, verify, plot or report on it; exit 1 if it
+    does not verify (``report`` writes its file either way), 2 for an output path that would
+    overwrite the ledger."""
+    if args.budget_command == "report":
+        return _report(args)
     try:
         report = verify(args.ledger, args.public_key, expected_id=args.ledger_id,
                         min_rounds=args.min_rounds)
@@ -113,3 +135,34 @@ def _print_rows(report) -> None:
               f"{r['epsilon']:>10.6f}")
     print(f"spent: epsilon {report.epsilon} delta {report.delta:.3g}; budget "
           f"({report.budget.epsilon}, {report.budget.delta:g})")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from dp.report import audit
+
+    ledger = args.ledger
+    if not ledger.name:
+        print(f"secagg budget report: error: {ledger} is not a file name", file=sys.stderr)
+        return 2
+    out = args.output or ledger.with_name(ledger.name + ".html")
+    own = {ledger.resolve(), *(ledger.with_name(ledger.name + x).resolve()
+                              for x in (".head", ".lock", ".new"))}
+    if out.resolve() in own:
+        print(f"secagg budget report: error: --output {out} would overwrite the ledger or its "
+              "head file", file=sys.stderr)
+        return 2
+    result = audit(ledger, args.public_key, expected_id=args.ledger_id,
+                   min_rounds=args.min_rounds)
+    try:
+        out.write_text(result.html, encoding="utf-8")
+    except OSError as exc:
+        print(f"secagg budget report: cannot write {out}: {exc.strerror}", file=sys.stderr)
+        return 1
+    if result.error is not None:
+        print(f"secagg budget: {ledger}: INVALID: {result.error}", file=sys.stderr)
+        print(f"wrote {out} (FAILED report)")
+        return 1
+    for w in result.report.warnings if result.report else ():
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"wrote {out}")
+    return 0
