@@ -5,8 +5,8 @@ subcommands, each in its own module.
   checked and summarised, with a progress bar per stage.
 - :mod:`protocol.cli.dp`: ``secagg simulate --epsilon ...``, the DP options and R rounds of
   DP aggregation charged to a privacy ledger.
-- :mod:`protocol.cli.budget`: ``secagg budget show|verify|plot``, a privacy ledger inspected,
-  verified against pins, or plotted.
+- :mod:`protocol.cli.budget`: ``secagg budget show|verify|plot|report``, a privacy ledger
+  inspected, verified against pins, plotted, or reported on in one HTML page.
 - :mod:`protocol.cli.net`: ``secagg server``, ``secagg client`` and ``secagg certs``, the
   networked deployment.
 - :mod:`protocol.cli.conformance`: ``secagg conformance client|server``, the protocol

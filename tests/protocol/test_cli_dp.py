@@ -1,4 +1,5 @@
-"""`secagg simulate --epsilon ... --ledger` and `secagg budget show|verify|plot`."""
+"""`secagg simulate --epsilon ... --ledger` and `secagg budget show|verify|plot` (the HTML
+report is tested in tests/dp/test_budget_report.py)."""
 
 from __future__ import annotations
 
