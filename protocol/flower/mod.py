@@ -93,8 +93,8 @@ class _Node:
     sends a stage message twice; Flower starts a process per message) are taken one after the
     other, and the second finds its blob already consumed."""
 
-    def __init__(self, s: NodeSettings) -> None:
-        self.settings = s
+    def __init__(self, s: NodeSettings, encoder: type[SumClient] = SumClient) -> None:
+        self.settings, self._encoder = s, encoder
         s.state_dir.mkdir(parents=True, exist_ok=True)
         self._lock = open(s.state_dir / "lock", "a+b")  # noqa: SIM115 - held until close()
         fcntl.flock(self._lock, fcntl.LOCK_EX)
@@ -116,7 +116,7 @@ class _Node:
         plan = plan_sum(s.sum, s.round, n, update_dim)
         p = Participant(cid, config=s.round, identity=s.identity, registry=self.registry,
                         used_sessions=self.used)
-        return _Round(p, update_dim, SumClient(plan))
+        return _Round(p, update_dim, self._encoder(plan))
 
     def close(self, r: _Round | None) -> None:
         try:
@@ -133,9 +133,13 @@ def is_ours(message_type: str) -> bool:
     return message_type == MessageType.TRAIN or message_type.startswith(MessageType.TRAIN + ".")
 
 
-def make_hardened_secagg_mod(settings: Callable[[Context], NodeSettings] = settings_for):
+def make_hardened_secagg_mod(settings: Callable[[Context], NodeSettings] = settings_for, *,
+                             encoder: type[SumClient] = SumClient):
     """A mod that reads this node's settings with ``settings(context)`` (by default from the
     file its node config or environment names: :func:`protocol.flower.settings.settings_for`).
+    Without DP, the app's update is encoded for the secure sum by ``encoder(plan)`` (a
+    :class:`~protocol.real_sum.SumClient`; the conformance suite gives one that hands the mod
+    a fixed ring vector).
 
     Messages other than TRAIN (evaluation, queries) pass to the app unprotected: what the app
     answers them with (a loss, its example count, metrics) reaches the server in the clear."""
@@ -144,7 +148,7 @@ def make_hardened_secagg_mod(settings: Callable[[Context], NodeSettings] = setti
         if not is_ours(msg.metadata.message_type):
             return call_next(msg, ctxt)
         try:
-            return _handle(settings(ctxt), msg, ctxt, call_next)
+            return _handle(settings(ctxt), msg, ctxt, call_next, encoder)
         except (RemoteProtocolError, StateError) as exc:
             log(WARNING, "hardened secure aggregation: refused: %s", exc)
             raise NodeRefused(f"{type(exc).__name__}: {exc}") from None
@@ -155,8 +159,9 @@ def make_hardened_secagg_mod(settings: Callable[[Context], NodeSettings] = setti
     return hardened_secagg_mod
 
 
-def _handle(s: NodeSettings, msg: Message, ctxt: Context, call_next) -> Message:
-    node = _Node(s)
+def _handle(s: NodeSettings, msg: Message, ctxt: Context, call_next,
+            encoder: type[SumClient]) -> Message:
+    node = _Node(s, encoder)
     r = m = None
     try:
         if take_meta(msg.content)["stage"] == IDENTIFY:
