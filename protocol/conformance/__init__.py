@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .client_cases import CASES, ClientCase, run_case, select
+from .common import MODES
 from .report import CaseResult, as_json, table
 from .scripted_server import Cohort, PlayedRound, play
 from .targets import (
@@ -22,8 +23,6 @@ from .targets import (
     Reply,
     TargetError,
 )
-
-MODES = ("semi-honest", "malicious")
 
 
 def run_client_suite(target: ClientTarget, *, modes: Sequence[str] = MODES,

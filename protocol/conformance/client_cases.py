@@ -31,13 +31,11 @@ from ..messages import (
 from ..transcript import CONSISTENCY_LABEL, survivors_bytes
 from ..transitions import STAGES, Stage
 from ..wire import encode
+from .common import ADV, BOTH, CONS, MAL, MASK, SEMI, SHARE, UNMASK
 from .report import CaseResult
 from .scripted_server import Cohort, PlayedRound, Tamper, play
 from .targets import ClientTarget
 
-ADV, SHARE, MASK, CONS, UNMASK = (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT,
-                                  Stage.CONSISTENCY_CHECK, Stage.UNMASKING)
-BOTH, SEMI, MAL = ("semi-honest", "malicious"), ("semi-honest",), ("malicious",)
 OUTSIDER = 100  # an id outside every cohort the suite plays
 
 

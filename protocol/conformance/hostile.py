@@ -1,6 +1,7 @@
-"""Clients that deal invalid secrets on purpose, for the server's reconstruction checks (the
-conformance server suite and the tests). They reach into :class:`ClientRound`'s stage
-hand-offs, which are frozen dataclasses, by replacing them."""
+"""Clients that break the protocol on purpose: dealers of invalid secrets, for the server's
+reconstruction checks (the conformance server suite and the tests), and a client that reveals
+both shares of a neighbour, which the client suite must fail. They reach into
+:class:`ClientRound`'s stage hand-offs, which are frozen dataclasses, by replacing them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import dataclasses
 import os
 
 from ..client import ClientRound
-from ..messages import KeysBroadcast, Setup
+from ..messages import KeysBroadcast, Setup, UnmaskRequest, UnmaskResponse
 from ..transcript import ADVERTISE_LABEL, advertise_bytes, commit_self_seed
 
 
@@ -65,3 +66,19 @@ class ShortKeyDealer(ClientRound):
             return super()._handle(m)
         finally:
             self._keys = real
+
+
+class BothShareKinds(ClientRound):
+    """Answers an unmasking request that lists a neighbour both alive and dead with both of
+    that neighbour's shares (in two responses, since one response cannot carry both kinds for
+    one owner): the attack the alive-and-dead check refuses (Bonawitz et al. CCS 2017 section
+    4: with both, the server removes the neighbour's masks and reads its input)."""
+
+    def _handle(self, m):
+        if not isinstance(m, UnmaskRequest) or not set(m.alive) & set(m.dead):
+            return super()._handle(m)
+        held = self._shares.held
+        alive = tuple((v, held[v][0].to_bytes()) for v in m.alive if v in held)
+        dead = tuple((v, held[v][1].to_bytes()) for v in m.dead if v in held)
+        return [UnmaskResponse(m.session_id, m.round, self.id, alive, ()),
+                UnmaskResponse(m.session_id, m.round, self.id, (), dead)]

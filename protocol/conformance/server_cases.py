@@ -42,12 +42,10 @@ from ..messages import (
 from ..server import ServerRound
 from ..transitions import Stage, stage_order
 from ..wire import WIRE_VERSION, decode, encode
+from .common import ADV, BOTH, CONS, MAL, MASK, SEMI, SHARE, UNMASK
 from .hostile import ShortKeyDealer, ShortSeedDealer
 from .report import CaseResult
 
-ADV, SHARE, MASK, CONS, UNMASK = (Stage.ADVERTISE_KEYS, Stage.SHARE_KEYS, Stage.MASKED_INPUT,
-                                  Stage.CONSISTENCY_CHECK, Stage.UNMASKING)
-BOTH, SEMI, MAL = ("semi-honest", "malicious"), ("semi-honest",), ("malicious",)
 ATTACKER, VICTIM = 5, 2
 FLOOD = 300
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from broken_clients import BothShareKinds
 
 from protocol.cli import main
 from protocol.conformance import (
@@ -23,6 +22,7 @@ from protocol.conformance import (
     run_client_suite,
 )
 from protocol.conformance import server_cases as sc
+from protocol.conformance.hostile import BothShareKinds
 
 HERE = Path(__file__).resolve().parent
 OUR_PROGRAM = [sys.executable, "-m", "protocol.conformance.stdio_client"]

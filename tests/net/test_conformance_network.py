@@ -11,10 +11,10 @@ import threading
 import pytest
 
 import protocol.participant as participant
-from protocol import ClientRound
 from protocol.conformance import MODES, run_client_suite
 from protocol.conformance import net_target as nt
-from protocol.messages import KeysBroadcast, UnmaskRequest, UnmaskResponse
+from protocol.conformance.hostile import BothShareKinds
+from protocol.messages import KeysBroadcast
 from protocol.net.client import AsyncClient
 from protocol.net.frames import Welcome
 
@@ -58,22 +58,8 @@ def test_refusals_map_to_a_decline_or_to_silence(results, mode):
     assert "without a DECLINE" in results[("garbage-bytes", mode)].observed
 
 
-class _BothShareKinds(ClientRound):
-    """Answers an alive-and-dead request with both shares of that neighbour, in two
-    responses."""
-
-    def _handle(self, m):
-        if not isinstance(m, UnmaskRequest) or not set(m.alive) & set(m.dead):
-            return super()._handle(m)
-        held = self._shares.held
-        alive = tuple((v, held[v][0].to_bytes()) for v in m.alive if v in held)
-        dead = tuple((v, held[v][1].to_bytes()) for v in m.dead if v in held)
-        return [UnmaskResponse(m.session_id, m.round, self.id, alive, ()),
-                UnmaskResponse(m.session_id, m.round, self.id, (), dead)]
-
-
 def test_a_client_that_answers_twice_fails(tmp_path, monkeypatch):
-    monkeypatch.setattr(participant, "ClientRound", _BothShareKinds)
+    monkeypatch.setattr(participant, "ClientRound", BothShareKinds)
     (r,) = _play(["neighbour-alive-and-dead"], tmp_path, modes=["semi-honest"]).values()
     assert not r.passed
     assert "beyond its one answer" in r.observed
