@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from secagg import SigningKey
+from secagg import AeadContext, Share, SigningKey, decrypt, encrypt
+from secagg.shamir import SHARE_BYTES
 
+from ..config import derive_graph_seed
 from ..messages import (
     KeysBroadcast,
     Message,
@@ -28,7 +30,13 @@ from ..messages import (
     SharesDelivery,
     UnmaskRequest,
 )
-from ..transcript import CONSISTENCY_LABEL, survivors_bytes
+from ..transcript import (
+    ADVERTISE_LABEL,
+    CONSISTENCY_LABEL,
+    advertise_bytes,
+    key_tree,
+    survivors_bytes,
+)
 from ..transitions import STAGES, Stage
 from ..wire import encode
 from .common import ADV, BOTH, CONS, MAL, MASK, SEMI, SHARE, UNMASK
@@ -99,6 +107,16 @@ def _honest_first(cohort: Cohort, target: ClientTarget) -> PlayedRound:
     return play(cohort, target, seed=1)
 
 
+def _cut_after(stage: Stage) -> Callable[[Cohort, ClientTarget], PlayedRound]:
+    """A first round in which the client under test hears nothing after ``stage`` (the server
+    stops there; a program target is stopped with its session)."""
+    def first(cohort: Cohort, target: ClientTarget) -> PlayedRound:
+        last = STAGES.index(stage)
+        return play(cohort, target, seed=1, tamper=lambda st, m, p: (
+            [encode(m)] if STAGES.index(st) <= last else []))
+    return first
+
+
 # -- Setup ----------------------------------------------------------------------------------------
 def _setup_cases() -> Iterator[ClientCase]:
     refuse = "refuses the Setup; sends nothing"
@@ -121,6 +139,14 @@ def _setup_cases() -> Iterator[ClientCase]:
                      _one(lambda m, p: dataclasses.replace(m, recipient=_neighbour(p))))
     yield ClientCase("replayed-session", f"{refuse} (a session id this identity already took "
                      "part in)", BOTH, ADV, None, before=_honest_first, replay=True)
+    for stage, modes in ((ADV, BOTH), (SHARE, BOTH), (MASK, BOTH), (CONS, MAL)):
+        yield ClientCase(f"replayed-session-cut-after-{stage.replace('_', '-')}",
+                         f"{refuse} (a session this identity left after {stage}: the session "
+                         "is claimed at its Setup, not when it ends)", modes, ADV, None,
+                         before=_cut_after(stage), replay=True)
+    yield ClientCase("other-neighbours", f"{refuse} (a k other than the pinned "
+                     "configuration's; only k differs)", BOTH, ADV,
+                     _one(lambda m, p: dataclasses.replace(m, neighbours=m.neighbours + 2)))
     yield ClientCase("unknown-wire-version", f"{refuse} (wire version 2)", BOTH, ADV,
                      lambda m, p: [bytes([2]) + encode(m)[1:]])
     yield ClientCase("truncated-message", refuse, BOTH, ADV, lambda m, p: [encode(m)[:-1]])
@@ -129,8 +155,13 @@ def _setup_cases() -> Iterator[ClientCase]:
 
 
 def _without_target(m: Setup, p: PlayedRound) -> Setup:
-    cohort = tuple(sorted({u for u in m.cohort if u != p.target} | {OUTSIDER}))
-    return dataclasses.replace(m, cohort=cohort)
+    """A Setup that is right in every other respect for the cohort without this client (its
+    graph seed derived and its parameters resolved for that cohort)."""
+    cohort = tuple(u for u in m.cohort if u != p.target)
+    params = p.cohort.config.resolve(len(cohort))
+    return dataclasses.replace(m, cohort=cohort, neighbours=params.neighbours,
+                               threshold=params.threshold, min_survivors=params.min_survivors,
+                               graph_seed=derive_graph_seed(m.session_id, m.round, cohort))
 
 
 # -- KeysBroadcast --------------------------------------------------------------------------------
@@ -140,16 +171,21 @@ def _keys_cases() -> Iterator[ClientCase]:
                      _one(lambda m, p: _keys_kept(m, lambda v: v != p.target)))
     yield ClientCase("own-key-misreported", refuse, BOTH, SHARE,
                      _one(lambda m, p: _entry(m, p.target, c_pk=_other_key(m, p))))
-    yield ClientCase("keys-of-a-non-neighbour", refuse, SEMI, SHARE, _one(_with_stranger))
+    yield ClientCase("keys-of-a-non-neighbour", refuse, BOTH, SHARE, _one(_with_stranger))
+    yield ClientCase("duplicate-public-key", f"{refuse} (two neighbours advertised as one key)",
+                     BOTH, SHARE, _one(lambda m, p: _resigned(
+                         m, p, _neighbour(p), c_pk=_key_of(m, _neighbour(p, 1)))))
+    yield ClientCase("signature-in-semi-honest-mode", refuse, SEMI, SHARE,
+                     _one(lambda m, p: _entry(m, _neighbour(p), sig=bytes(64))))
     yield ClientCase("too-few-neighbour-keys", f"{refuse} (fewer than t neighbours)", BOTH,
                      SHARE, _one(lambda m, p: _keys_kept(
                          m, lambda v: v in (p.target, _neighbour(p)))))
     yield ClientCase("low-order-encryption-key", "refuses the all-zero X25519 key of a "
-                     "neighbour before any share leaves", SEMI, SHARE,
-                     _one(lambda m, p: _entry(m, _neighbour(p), c_pk=bytes(32))))
+                     "neighbour before any share leaves", BOTH, SHARE,
+                     _one(lambda m, p: _resigned(m, p, _neighbour(p), c_pk=bytes(32))))
     yield ClientCase("low-order-mask-key", "refuses the all-zero X25519 mask key of a "
-                     "neighbour before its masked input leaves", SEMI, SHARE,
-                     _one(lambda m, p: _entry(m, _neighbour(p), s_pk=bytes(32))),
+                     "neighbour before its masked input leaves", BOTH, SHARE,
+                     _one(lambda m, p: _resigned(m, p, _neighbour(p), s_pk=bytes(32))),
                      refuse_by=MASK)
     yield ClientCase("forged-key-signature", f"{refuse} (a neighbour's advertisement does "
                      "not verify)", MAL, SHARE,
@@ -175,11 +211,46 @@ def _other_key(m: KeysBroadcast, p: PlayedRound) -> bytes:
     return os.urandom(32)
 
 
+def _key_of(m: KeysBroadcast, v: int) -> bytes:
+    return next(e[1] for e in m.keys if e[0] == v)
+
+
 def _with_stranger(m: KeysBroadcast, p: PlayedRound) -> KeysBroadcast:
+    """``m`` with a non-neighbour's genuine advertisement added (with its inclusion proof in
+    malicious mode: the server's key tree already holds every member's leaf)."""
     w = _stranger(p)
     adv = p.server.keys[w]
     keys = tuple(sorted(m.keys + ((w, adv.c_pk, adv.s_pk, adv.b_commitment, adv.signature),)))
-    return dataclasses.replace(m, keys=keys)
+    return _recommitted(m, p, keys)
+
+
+def _resigned(m: KeysBroadcast, p: PlayedRound, v: int, **change) -> KeysBroadcast:
+    """``m`` with neighbour v's advertisement changed as a malicious server holding v's
+    identity would make it: re-signed, and the key commitment rebuilt over it, so that only
+    the change itself is wrong."""
+    changed = _entry(m, v, **change)
+    if not m.key_root:
+        return changed
+    s, (u, c, sk, com, _) = p.server, next(e for e in changed.keys if e[0] == v)
+    ident = SigningKey.from_private_bytes(p.cohort.identities[v])
+    sig = ident.sign(advertise_bytes(s.session_id, s.round, s.graph_seed, u, c, sk, com),
+                     label=ADVERTISE_LABEL)
+    return _recommitted(m, p, _entry(changed, v, sig=sig).keys)
+
+
+def _recommitted(m: KeysBroadcast, p: PlayedRound, keys: tuple) -> KeysBroadcast:
+    """``m`` with the entries ``keys`` and, in malicious mode, a key commitment over them and
+    the server's other entries (semi-honest messages carry none)."""
+    if not m.key_root:
+        return dataclasses.replace(m, keys=keys)
+    s = p.server
+    entries = {u: (u, a.c_pk, a.s_pk, a.b_commitment, a.signature) for u, a in s.keys.items()}
+    entries.update({e[0]: e for e in keys})
+    tree = key_tree(s.session_id, s.round, s.graph_seed, s.cohort, entries)
+    index = {u: i for i, u in enumerate(s.cohort)}
+    proofs = tuple((u, index[u], tree.proof(index[u])) for u, *_ in keys)
+    return dataclasses.replace(m, keys=keys, key_root=tree.root, key_count=tree.count,
+                               proofs=proofs)
 
 
 def _bad_proof(m: KeysBroadcast, p: PlayedRound) -> KeysBroadcast:
@@ -204,6 +275,14 @@ def _shares_cases() -> Iterator[ClientCase]:
                      "ciphertext from another session)", BOTH, MASK, _one(_old_ciphertext),
                      before=_honest_first)
     yield ClientCase("shares-from-a-non-neighbour", refuse, BOTH, MASK, _one(_stranger_share))
+    yield ClientCase("share-with-another-x", f"{refuse} (a neighbour dealt it the share of "
+                     "another x-coordinate)", BOTH, MASK, _one(lambda m, p: _redealt(
+                         m, p, lambda sh: dataclasses.replace(sh, x=sh.x + 1))))
+    yield ClientCase("share-with-another-threshold", f"{refuse} (a neighbour dealt a share "
+                     "of another threshold)", BOTH, MASK, _one(lambda m, p: _redealt(
+                         m, p, lambda sh: dataclasses.replace(sh, threshold=sh.threshold + 1))))
+    yield ClientCase("share-plaintext-of-another-length", refuse, BOTH, MASK,
+                     _one(lambda m, p: _redealt(m, p, None)))
     yield ClientCase("second-shares-delivery", "masks its input once; refuses the second "
                      "delivery", BOTH, MASK, _twice)
     yield ClientCase("shares-delivery-of-another-session", refuse, BOTH, MASK,
@@ -236,6 +315,24 @@ def _old_ciphertext(m: SharesDelivery, p: PlayedRound) -> SharesDelivery:
     old = dict(p.before.honest[MASK].ciphertexts)
     v = next(u for u, _ in m.ciphertexts if u in old)
     return _ciphertext(m, v, lambda ct: old[v])
+
+
+def _redealt(m: SharesDelivery, p: PlayedRound,
+             change: Callable[[Share], Share] | None) -> SharesDelivery:
+    """A neighbour that is corrupt deals this client a bad share pair, authentically
+    encrypted: its b-share changed by ``change``, or (``change`` None) a plaintext one byte
+    short. The scripted server plays the neighbour, so it encrypts with the neighbour's key."""
+    s, v = p.server, _neighbour(p)
+    key = p.peers[v]._peers.enc_keys[p.target]
+    ctx = AeadContext(s.session_id, s.round, v, p.target)
+    old = dict(p.server.share_msgs[v].ciphertexts)[p.target]
+    plain = decrypt(key, old, ctx)
+    if change is None:
+        plain = plain[:-1]
+    else:
+        b = change(Share.from_bytes(plain[:SHARE_BYTES]))
+        plain = b.to_bytes() + plain[SHARE_BYTES:]
+    return _ciphertext(m, v, lambda ct: encrypt(key, plain, ctx))
 
 
 def _stranger_share(m: SharesDelivery, p: PlayedRound) -> SharesDelivery:
@@ -283,15 +380,25 @@ def _unmask_cases() -> Iterator[ClientCase]:
     yield ClientCase("too-few-consistency-signatures", f"{refuse} (below the quorum)", MAL,
                      UNMASK, _one(lambda m, p: dataclasses.replace(
                          m, signatures=m.signatures[: p.server.params.quorum - 1])))
-    yield ClientCase("forged-consistency-signature", refuse, MAL, UNMASK,
-                     _one(lambda m, p: dataclasses.replace(
-                         m, signatures=((m.signatures[0][0], bytes(64)),) + m.signatures[1:])))
+    yield ClientCase("forged-consistency-signature-of-a-neighbour", refuse, MAL, UNMASK,
+                     _one(lambda m, p: _forged_signature(m, p, neighbour=True)))
+    yield ClientCase("forged-consistency-signature-of-a-non-neighbour", f"{refuse} (every "
+                     "signature counted towards the quorum is checked, not only the "
+                     "neighbours')", MAL, UNMASK,
+                     _one(lambda m, p: _forged_signature(m, p, neighbour=False)))
     yield ClientCase("second-unmasking-request", "answers once; refuses the second request",
                      BOTH, UNMASK, _twice)
     yield ClientCase("unmasking-request-of-another-round", refuse, BOTH, UNMASK,
                      _one(lambda m, p: dataclasses.replace(m, round=m.round + 1)))
     yield ClientCase("unmasking-request-of-another-session", refuse, BOTH, UNMASK,
                      _previous(UNMASK), before=_honest_first)
+
+
+def _forged_signature(m: UnmaskRequest, p: PlayedRound, *, neighbour: bool) -> UnmaskRequest:
+    near = set(p.neighbours())
+    w = next(u for u, _ in m.signatures if u != p.target and (u in near) == neighbour)
+    return dataclasses.replace(m, signatures=tuple((u, bytes(64) if u == w else sig)
+                                                   for u, sig in m.signatures))
 
 
 def _alive_and_dead(m: UnmaskRequest, p: PlayedRound) -> UnmaskRequest:
@@ -377,6 +484,9 @@ def _judge(  # noqa: PLR0911 - one verdict per way a case can fail, in order
         case: ClientCase, p: PlayedRound, last_frame: list[int]) -> tuple[str, bool]:
     if p.broken:
         return f"the client broke the interface: {p.broken}", False
+    if p.after_close:
+        return (f"sent {len(p.after_close)} message(s) after its last answer" +
+                (f": revealed {'; '.join(p.leaks())}" if p.leaks() else "")), False
     leaks = p.leaks()
     if leaks:
         return "revealed " + "; ".join(leaks), False
@@ -385,6 +495,8 @@ def _judge(  # noqa: PLR0911 - one verdict per way a case can fail, in order
     if p.refused is None:
         return "accepted it: no refusal", False
     stage, _, reason = p.refused
+    if case.tamper is not None and not last_frame:
+        return f"refused an honest message before the attack was made: {reason}", False
     index = _refused_index(p)
     latest = case.refuse_by or case.stage
     target_frame = last_frame[0] if last_frame else 0

@@ -7,16 +7,30 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+#: What a result keeps of an observation (a target's refusal text may be anything).
+MAX_OBSERVED = 400
+
+
+def printable(text: str, limit: int = MAX_OBSERVED) -> str:
+    """``text`` safe to print on a terminal: control characters (escape sequences included)
+    shown as ``?``, cut to ``limit`` characters."""
+    out = "".join(c if c.isprintable() else "?" for c in text)
+    return out if len(out) <= limit else out[:limit] + f"... ({len(out) - limit} more)"
+
 
 @dataclass(frozen=True)
 class CaseResult:
-    """One case as judged: what had to happen, what happened, and the verdict."""
+    """One case as judged: what had to happen, what happened (made printable: it quotes the
+    target), and the verdict."""
 
     case: str
     mode: str
     expected: str
     observed: str
     passed: bool
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "observed", printable(self.observed))
 
 
 def table(results: Sequence[CaseResult], *, title: str, width: int = 34) -> str:

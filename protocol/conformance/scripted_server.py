@@ -20,12 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from secagg import SigningKey, VerifyKey
+from secagg import AeadContext, Ring, SecAggError, SigningKey, VerifyKey, combine, decrypt, expand
+from secagg.masking import SELF_MASK_PURPOSE
+from secagg.shamir import SHARE_BYTES
 
 from ..client import ClientRound
 from ..config import RoundConfig
 from ..errors import ProtocolError, RemoteProtocolError, RoundAborted, WireError
-from ..messages import MaskedInput, Message, Setup, UnmaskRequest, UnmaskResponse
+from ..messages import MaskedInput, Message, Setup, UnmaskRequest
 from ..server import ServerRound
 from ..transitions import Stage, stage_order
 from ..wire import decode, encode
@@ -88,19 +90,23 @@ class PlayedRound:
     server_refused: list[str] = field(default_factory=list)  # target replies the server refused
     aborted: RoundAborted | None = None
     before: PlayedRound | None = None  # the round a case played first, if any
+    after_close: tuple[bytes, ...] = ()  # what the client sent after its last answer
 
     @property
     def target(self) -> int:
         return self.cohort.target
 
+    def frames_from_target(self) -> list[bytes]:
+        """Every frame the client under test sent, its late ones included."""
+        return [d for _, reply in self.replies for d in reply.messages] + list(self.after_close)
+
     def messages_from_target(self) -> list[Message]:
         out = []
-        for _, reply in self.replies:
-            for data in reply.messages:
-                try:
-                    out.append(decode(data))
-                except WireError:
-                    continue
+        for data in self.frames_from_target():
+            try:
+                out.append(decode(data))
+            except WireError:
+                continue
         return out
 
     def expected_sum(self) -> np.ndarray:
@@ -114,33 +120,84 @@ class PlayedRound:
         return sorted(self.server.graph.neighbours(self.target))
 
     def leaks(self) -> list[str]:
-        """What the client under test revealed that it must not have: a share of a kind the
-        honest request did not ask for, both kinds for one owner, shares in answer to a
-        refused request, or its input unmasked."""
+        """What the client under test revealed that it must not have, looked for in the bytes
+        of everything it sent (whatever message carries them): a share it holds of a kind the
+        honest request did not ask for, or both shares of one owner; its own b_u or s_u^SK in
+        the clear; its input unmasked, or masked with b_u alone (which the server removes)."""
         found = []
+        frames = self.frames_from_target()
         honest = self.honest.get(Stage.UNMASKING)
+        alive = set(honest.alive) if isinstance(honest, UnmaskRequest) else set()
+        dead = set(honest.dead) if isinstance(honest, UnmaskRequest) else set()
         kinds: dict[int, set[str]] = {}
-        for m in self.messages_from_target():
-            if isinstance(m, MaskedInput):
-                x = self.inputs[self.target]
-                if np.array_equal(m.vector.astype(np.uint64), x.astype(np.uint64)):
-                    found.append("its masked input equals its input (no mask was added)")
-            if not isinstance(m, UnmaskResponse):
-                continue
-            alive = set(honest.alive) if isinstance(honest, UnmaskRequest) else set()
-            dead = set(honest.dead) if isinstance(honest, UnmaskRequest) else set()
-            for owner, _ in m.self_mask_shares:
-                kinds.setdefault(owner, set()).add("b")
-                if owner not in alive:
-                    found.append(f"a share of b_{owner}, which the honest request did not ask "
-                                 "for")
-            for owner, _ in m.key_shares:
-                kinds.setdefault(owner, set()).add("s")
-                if owner not in dead:
-                    found.append(f"a share of s_{owner}^SK, which the honest request did not "
-                                 "ask for")
+        for owner, (b, sk) in sorted(self._held_by_target().items()):
+            for kind, share, allowed, name in (("b", b, alive, f"b_{owner}"),
+                                               ("s", sk, dead, f"s_{owner}^SK")):
+                if any(share in f for f in frames):
+                    kinds.setdefault(owner, set()).add(kind)
+                    if owner not in allowed:
+                        found.append(f"a share of {name}, which the honest request did not "
+                                     "ask for")
         found += [f"shares of both b_{o} and s_{o}^SK" for o, k in sorted(kinds.items())
                   if len(k) == 2]
+        b_u, s_sk = self._target_secrets()
+        for secret, name in ((b_u, "b_u"), (s_sk, "s_u^SK")):
+            if secret is not None and any(secret in f for f in frames):
+                found.append(f"its own {name} in the clear")
+        found += self._unmasked_inputs(b_u)
+        return found
+
+    def _held_by_target(self) -> dict[int, tuple[bytes, bytes]]:
+        """owner -> (share of b_owner, share of s_owner^SK) that the client under test was
+        dealt: the scripted server plays the dealers, so it opens their ciphertexts with the
+        keys they agreed (the dealer's hand-ons, read here as the hostile clients read them)."""
+        delivery = self.honest.get(Stage.MASKED_INPUT)
+        if delivery is None:
+            return {}
+        out = {}
+        s = self.server
+        for v, ct in delivery.ciphertexts:
+            peers = getattr(self.peers.get(v), "_peers", None)
+            if peers is None or self.target not in peers.enc_keys:
+                continue
+            try:
+                plain = decrypt(peers.enc_keys[self.target], ct,
+                                AeadContext(s.session_id, s.round, v, self.target))
+            except SecAggError:
+                continue
+            out[v] = (plain[:SHARE_BYTES], plain[SHARE_BYTES:])
+        return out
+
+    def _target_secrets(self) -> tuple[bytes | None, bytes | None]:
+        """b_u and s_u^SK of the client under test, rebuilt from the shares its peers hold
+        (None when fewer than t of them hold one)."""
+        b_sh, s_sh = [], []
+        for peer in self.peers.values():
+            held = getattr(getattr(peer, "_shares", None), "held", {})
+            if self.target in held:
+                b_sh.append(held[self.target][0])
+                s_sh.append(held[self.target][1])
+        try:
+            return (combine(b_sh, threshold=self.server.t),
+                    combine(s_sh, threshold=self.server.t))
+        except (SecAggError, ValueError):
+            return None, None
+
+    def _unmasked_inputs(self, b_u: bytes | None) -> list[str]:
+        x = self.inputs[self.target].astype(np.uint64)
+        ring = Ring(self.cohort.config.bits)
+        found = []
+        for m in self.messages_from_target():
+            if not isinstance(m, MaskedInput) or len(m.vector) != len(x):
+                continue
+            y = m.vector.astype(np.uint64)
+            if np.array_equal(y, x):
+                found.append("its masked input equals its input (no mask was added)")
+            elif b_u is not None:
+                y_minus_b = (y - expand(b_u, SELF_MASK_PURPOSE, len(x), ring).astype(np.uint64))
+                if np.array_equal(y_minus_b & np.uint64(ring.mask), x):
+                    found.append("its masked input is its input plus the self mask only (the "
+                                 "server removes b_u and reads the input)")
         return found
 
 
@@ -166,7 +223,10 @@ def play(cohort: Cohort, target: ClientTarget, *, tamper: Tamper | None = None,
     try:
         _stages(played, session, tamper, drop or {})
     finally:
-        session.close()
+        try:
+            played.after_close = tuple(session.close() or ())
+        except TargetError as exc:
+            played.broken = played.broken or str(exc)
     return played
 
 

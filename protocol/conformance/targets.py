@@ -19,14 +19,19 @@ The networked client and the Flower mod are reached through the same interface
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import select
 import shlex
+import signal
 import struct
 import subprocess
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +49,9 @@ from ..wire import decode, encode
 #: The version of the stdin/stdout start frame (its ``conformance`` field).
 STDIO_VERSION = 1
 _U32 = struct.Struct(">I")
-#: A program frame larger than this is a failure of the program, not a message.
-MAX_FRAME = 1 << 28
+#: A program frame larger than this is a failure of the program, not a message (the suite's
+#: rounds carry 16 ring words: its largest honest message is a few kilobytes).
+MAX_FRAME = 1 << 24
 #: Status frame: the program refused the message (followed by UTF-8 text).
 REFUSED = 0x00
 
@@ -105,8 +111,10 @@ class ClientSession(ABC):
         """Hand the client one server message (wire bytes); return its reply. Raises
         TargetError if the client breaks the interface."""
 
-    def close(self) -> None:  # noqa: B027 - a session may hold nothing to release
-        """End the session (the round is over for this client)."""
+    def close(self) -> tuple[bytes, ...]:
+        """End the session (the round is over for this client); return any message it sent
+        after its last answer (none, for a conforming client)."""
+        return ()
 
 
 class ClientTarget(ABC):
@@ -156,37 +164,62 @@ class _InProcessSession(ClientSession):
 # -- any program over stdin/stdout --------------------------------------------------------------
 class ProgramClient(ClientTarget):
     """A program started once per session (``command``, a shell-quoted string or an argv list)
-    speaking the stdin/stdout framing of docs/protocol.md. ``timeout`` bounds each answer."""
+    speaking the stdin/stdout framing of docs/protocol.md. ``timeout`` (seconds, finite and
+    positive) bounds each answer. The program runs in its own process group, killed whole when
+    the session ends; its standard error is read as it comes and only its last lines kept."""
 
     def __init__(self, command: str | Sequence[str], *, timeout: float = 60.0,
                  env: Mapping[str, str] | None = None) -> None:
         self._argv = shlex.split(command) if isinstance(command, str) else list(command)
         if not self._argv:
             raise ValueError("an empty program command")
-        self._timeout, self._env = timeout, dict(env) if env is not None else None
+        if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
+            raise ValueError(f"the timeout must be a finite number of seconds > 0, got "
+                             f"{timeout!r}")
+        self._timeout, self._env = float(timeout), dict(env) if env is not None else None
         self.name = f"program {shlex.join(self._argv)}"
 
     def open(self, spec: ClientSpec) -> ClientSession:
         try:
             proc = subprocess.Popen(  # noqa: S603 - the operator's own program under test
                 self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=self._env)
+                stderr=subprocess.PIPE, env=self._env, start_new_session=True)
         except OSError as exc:
             raise TargetError(f"cannot start {self._argv[0]}: {exc}") from None
         session = _ProgramSession(proc, self._timeout)
-        reply = session.send(spec.start_frame())
+        try:
+            reply = session.send(spec.start_frame())
+        except BaseException:
+            session.kill()
+            raise
         if reply.refused is not None or reply.messages:
-            session.close()
+            session.kill()
             raise TargetError(f"the program answered its start frame with "
                               f"{reply.refused or 'messages'}")
         return session
 
 
+#: Lines of a program's standard error kept (the rest is read and dropped).
+STDERR_LINES = 20
+#: Seconds a program is given to exit once its input is closed.
+EXIT_GRACE = 5.0
+
+
 class _ProgramSession(ClientSession):
     def __init__(self, proc: subprocess.Popen, timeout: float) -> None:
         self._proc, self._timeout = proc, timeout
-        self._buffer = b""
+        self._buffer = bytearray()
         self._ended: str | None = None
+        self._stderr: deque[bytes] = deque(maxlen=STDERR_LINES)
+        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr_reader.start()
+
+    def _read_stderr(self) -> None:
+        try:
+            for line in self._proc.stderr:
+                self._stderr.append(line[:500])
+        except (OSError, ValueError):
+            return
 
     def send(self, data: bytes) -> Reply:
         if self._ended is not None:
@@ -208,52 +241,78 @@ class _ProgramSession(ClientSession):
                              "refused (no reason given)")
             messages.append(frame)
 
-    def _frame(self, deadline: float) -> bytes:
-        head = self._read(4, deadline)
+    def _frame(self, deadline: float, *, eof_ok: bool = False) -> bytes | None:
+        head = self._read(4, deadline, eof_ok=eof_ok)
+        if head is None:
+            return None
         (n,) = _U32.unpack(head)
         if n > MAX_FRAME:
+            self.kill()
             raise TargetError(f"the program wrote a frame of {n} bytes")
         return self._read(n, deadline)
 
-    def _read(self, n: int, deadline: float) -> bytes:
+    def _read(self, n: int, deadline: float, *, eof_ok: bool = False) -> bytes | None:
         fd = self._proc.stdout.fileno()
         while len(self._buffer) < n:
             left = deadline - time.monotonic()
             if left <= 0:
-                self._kill()
+                self.kill()
                 raise TargetError(f"no answer within {self._timeout:g} s")
             ready, _, _ = select.select([fd], [], [], left)
             if not ready:
                 continue
-            chunk = os.read(fd, 1 << 16)
+            chunk = os.read(fd, 1 << 20)
             if not chunk:
+                if eof_ok and not self._buffer:
+                    return None
                 raise TargetError(self._exit_reason("ended in the middle of an answer"))
             self._buffer += chunk
-        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        out = bytes(self._buffer[:n])
+        del self._buffer[:n]
         return out
 
     def _exit_reason(self, what: str) -> str:
         try:
-            status = self._proc.wait(timeout=5)
+            status = self._proc.wait(timeout=EXIT_GRACE)
         except subprocess.TimeoutExpired:
-            self._kill()
             status = "killed"
-        err = self._proc.stderr.read().decode("utf-8", "replace").strip().splitlines()
-        tail = f": {err[-1]}" if err else ""
+        self.kill()
+        self._stderr_reader.join(timeout=1)
+        err = [b.decode("utf-8", "replace").strip() for b in self._stderr]
+        err = [e for e in err if e]
+        tail = f": {err[-1][:200]}" if err else ""
         self._ended = f"exit status {status}"
         return f"the program {what} (exit status {status}){tail}"
 
-    def _kill(self) -> None:
-        self._proc.kill()
-        self._proc.wait()
-        self._ended = "killed"
+    def kill(self) -> None:
+        """Stop the program's whole process group (it may have started others)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=EXIT_GRACE)
+        if self._ended is None:
+            self._ended = "killed"
 
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            try:
+    def close(self) -> tuple[bytes, ...]:
+        """Close the program's input and read what it still writes until it exits: a
+        conforming program writes nothing more. Every wire message found is returned."""
+        late: list[bytes] = []
+        try:
+            with contextlib.suppress(OSError, ValueError):
                 self._proc.stdin.close()
-                self._proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self._kill()
-        for f in (self._proc.stdout, self._proc.stderr):
-            f.close()
+            deadline = time.monotonic() + EXIT_GRACE
+            while self._proc.stdout is not None:
+                try:
+                    frame = self._frame(deadline, eof_ok=True)
+                except TargetError:
+                    break
+                if frame is None:
+                    break
+                if frame and frame[0] != REFUSED:
+                    late.append(frame)
+        finally:
+            self.kill()
+            for f in (self._proc.stdout, self._proc.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    f.close()
+        return tuple(late)

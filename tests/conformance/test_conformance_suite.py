@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from broken_clients import ClaimsAtTheEnd, SelfMaskOnly
 
 from protocol.cli import main
 from protocol.conformance import (
@@ -89,10 +90,15 @@ class _AcceptsEverything(ClientTarget):
         return S()
 
 
-def test_a_client_that_refuses_everything_fails_the_controls():
-    bad = failed(run_client_suite(_RefusesEverything(), modes=["semi-honest"]))
-    assert {case for case, _ in bad} == {"honest-round", "dropout-after-share-keys",
-                                         "dropout-at-share-keys"}
+def test_a_client_that_refuses_everything_fails_the_controls_and_every_later_attack():
+    """A refusal before the attack was made is not a refusal of the attack: only the Setup
+    attacks can pass."""
+    results = run_client_suite(_RefusesEverything(), modes=["semi-honest"])
+    bad = {case for case, _ in failed(results)}
+    assert {"honest-round", "dropout-after-share-keys", "dropout-at-share-keys"} <= bad
+    setup_cases = {c.name for c in CASES if c.stage is not None and c.stage == "advertise_keys"}
+    assert {r.case for r in results if r.passed} <= setup_cases
+    assert "neighbour-alive-and-dead" in bad
 
 
 def test_a_client_that_refuses_nothing_fails_every_attack():
@@ -101,11 +107,62 @@ def test_a_client_that_refuses_nothing_fails_every_attack():
     assert sum(r.passed for r in results) == 0
 
 
+def test_a_program_that_reveals_shares_after_its_refusal_fails():
+    target = ProgramClient([*BROKEN_PROGRAM, "--status-first"])
+    (r,) = run_client_suite(target, modes=["semi-honest"], cases=["neighbour-alive-and-dead"])
+    assert not r.passed and "after its last answer" in r.observed and "both b_" in r.observed
+
+
+def test_a_client_that_claims_its_session_only_at_the_end_fails_the_cut_replays():
+    results = run_client_suite(InProcessClient(ClaimsAtTheEnd), modes=["malicious"],
+                               cases=["replayed-session",
+                                      "replayed-session-cut-after-consistency-check",
+                                      "replayed-session-cut-after-advertise-keys"])
+    assert set(failed(results)) == {
+        ("replayed-session-cut-after-consistency-check", "malicious"),
+        ("replayed-session-cut-after-advertise-keys", "malicious")}
+
+
+def test_a_client_masking_with_its_self_mask_only_is_caught_revealing_its_input():
+    results = run_client_suite(InProcessClient(SelfMaskOnly), modes=["semi-honest"],
+                               cases=["honest-round", "neighbour-alive-and-dead"])
+    bad = failed(results)
+    assert len(bad) == 2
+    assert all("self mask only" in why for why in bad.values())
+
+
+def test_refusal_text_is_made_printable():
+    script = ("import sys, struct\n"
+              "r = sys.stdin.buffer.read\n"
+              "w = sys.stdout.buffer.write\n"
+              "n, = struct.unpack('>I', r(4)); r(n); w(struct.pack('>I', 0)); sys.stdout.flush()\n"
+              "n, = struct.unpack('>I', r(4)); r(n)\n"
+              "t = b'\\x00\\x1b[2J' + b'A' * 5000\n"
+              "w(struct.pack('>I', len(t)) + t); sys.stdout.flush()\n")
+    (r,) = run_client_suite(ProgramClient([sys.executable, "-c", script]),
+                            modes=["semi-honest"], cases=["garbage-bytes"])
+    assert "\x1b" not in r.observed and len(r.observed) < 500
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-1", "0"])
+def test_the_timeout_must_be_finite_and_positive(bad, capsys):
+    with pytest.raises(SystemExit):
+        main(["conformance", "client", "--target", "program", "--program", "x",
+              "--timeout", bad])
+    with pytest.raises(ValueError, match="timeout"):
+        ProgramClient("x", timeout=float(bad))
+
+
 @pytest.mark.parametrize(("script", "expect"), [
     ("import sys; sys.exit(3)", "exit status 3"),
     ("import sys, time; sys.stdin.buffer.read(4); time.sleep(30)", "no answer within"),
     ("import sys; sys.stdout.buffer.write(b'\\xff\\xff\\xff\\xff'); sys.stdout.flush()",
      "a frame of"),
+    ("import sys; sys.stderr.write('debug ' * 100000); sys.stderr.flush(); sys.exit(4)",
+     "exit status 4"),
+    ("import os, subprocess, sys\n"
+     "subprocess.Popen(['sleep', '60'], stdout=subprocess.DEVNULL)\n"
+     "sys.exit(3)", "exit status 3"),
 ])
 def test_a_program_that_crashes_hangs_or_breaks_the_framing_fails_typed(script, expect):
     target = ProgramClient([sys.executable, "-c", script], timeout=2.0)
