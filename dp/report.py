@@ -14,15 +14,30 @@ The report holds:
   :class:`dp.crosscheck.LibraryAccountant` (dp_accounting's ``RdpAccountant``);
 * a plot of cumulative epsilon per round against the budget line;
 * one table row per round entry (:meth:`dp.ledger.Ledger.record_round`): line, round, time,
-  session, cohort, survivors and n_min, mechanism and noise parameters, clip norm, the round's
-  own epsilon, the cumulative epsilon recorded and recomputed, the cumulative delta, and the
-  whole entry folded under it (an HTML ``details`` element, which needs no script);
+  session, cohort, survivors and n_min, mechanism and its parameters, clip norm, the accounted
+  event and sampler distance, the round's own epsilon, the cumulative epsilon recorded and
+  recomputed, the cumulative delta, and the whole entry folded under it (an HTML ``details``
+  element, which needs no script). Each column header says what the value is: *verified*
+  (``verify`` recomputed it from the recorded event, or accounted it, and it matched),
+  *recomputed* (computed here by the independent accountant) or *as recorded* (the writer's
+  claim: ``verify`` binds round, time, session, cohort, survivors, n_min, mechanism and clip
+  norm to nothing it recomputes; a signature only shows they were not edited since signing);
 * the deployment's parameters from the open entry (budget, owner, created, accountant, signing
   key) and the library versions the round entries record.
 
 A ledger that does not verify gets a FAILED banner with the first bad line and its reason, as
 :class:`dp.errors.LedgerError` gives them, and the rows read before that line (the bad line
 itself is shown flagged, when it can be read).
+
+The page is bounded whatever the ledger holds: each value shown is cut to ``_MAX_TEXT``
+characters and each folded entry to ``_MAX_ENTRY``, each cut marked "… (N more characters)";
+the open entry's extra fields and the runs of library versions are capped in number. Text
+that cannot be written as UTF-8 (surrogate-escaped bytes of a file name, lone surrogates from
+JSON escapes) is shown with U+FFFD in its place. The plot draws only finite values up to
+``_PLOT_MAX`` and says in its caption which values it does not draw. Any failure while
+rendering is a :class:`ReportError`; :func:`write_report` writes a page atomically (a
+temporary file in the target's directory, then :func:`os.replace`), so a failure never leaves
+a partial file.
 """
 
 from __future__ import annotations
@@ -31,6 +46,8 @@ import hashlib
 import html
 import json
 import math
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -40,7 +57,7 @@ from typing import Any
 import numpy as np
 
 from .accounting import ACCOUNTANT_NAME, ORDERS
-from .errors import LedgerError
+from .errors import DPError, LedgerError, ParameterError
 from .events import from_json
 from .ledger import (
     EPS_DIGITS,
@@ -68,10 +85,18 @@ INDEPENDENT_ACCOUNTANT = (
     "dp/crosscheck.py"
 )
 
-_MAX_TEXT = 300  # characters of one ledger value shown (longer ones are cut, marked "...")
-_MAX_ENTRY = 20_000  # characters of one whole entry shown folded under its row
+_MAX_TEXT = 300  # characters of one ledger value shown (longer ones cut, the cut marked)
+_MAX_ENTRY = 20_000  # characters of one whole entry shown folded under its row (likewise)
+_MAX_FIELDS = 40  # extra fields of the open entry shown
+_MAX_RUNS = 20  # runs of recorded library versions shown
+_PLOT_MAX = 1e12  # the largest epsilon the plot draws (to keep its scale finite)
 #: Nothing may be loaded or run: only the inline style sheet applies.
 _CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+
+class ReportError(DPError, RuntimeError):
+    """The report could not be rendered or written (the ledger's verification is not in
+    question: :class:`~dp.errors.LedgerError` reports that, inside the page)."""
 
 
 @dataclass
@@ -133,8 +158,21 @@ def render_report(path: str | Path, public_key: str | bytes | None = None, *,
 
 def audit(path: str | Path, public_key: str | bytes | None = None, *,
           expected_id: str | None = None, min_rounds: int | None = None) -> Audit:
-    """Verify the ledger and render its report; :func:`render_report` returns the HTML."""
+    """Verify the ledger and render its report; :func:`render_report` returns the HTML. A
+    malformed pin is a ParameterError; any other failure while verifying or rendering (never
+    expected, whatever the ledger holds) is a :class:`ReportError`."""
     path = Path(path)
+    try:
+        return _audit(path, public_key, expected_id, min_rounds)
+    except ParameterError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one typed error
+        raise ReportError(f"cannot render the report of {_safe(path.name)}: "
+                          f"{type(exc).__name__}: {_safe(str(exc))[:_MAX_TEXT]}") from exc
+
+
+def _audit(path: Path, public_key: str | bytes | None, expected_id: str | None,
+           min_rounds: int | None) -> Audit:
     data = _read(path)
     error: LedgerError | None = None
     report: VerifyReport | None = None
@@ -155,6 +193,34 @@ def audit(path: str | Path, public_key: str | bytes | None = None, *,
     page = _page(_Context(path, data, opening, budget, rows, report, error, public_key,
                           expected_id, min_rounds))
     return Audit(page, error, report)
+
+
+def write_report(page: str, out: str | Path) -> None:
+    """Write ``page`` to ``out`` atomically: a temporary file in the same directory, flushed
+    to disk, then renamed over ``out`` (:func:`os.replace`). On any failure the temporary file
+    is removed and ``out`` is as it was; the error is an OSError, or a :class:`ReportError`
+    for a page that cannot be encoded."""
+    out = Path(out)
+    try:
+        data = page.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ReportError(f"the page cannot be written as UTF-8: {exc.reason}") from None
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() gives (mkstemp's is 0600)
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -196,7 +262,8 @@ def _entry(line: bytes) -> dict[str, Any] | None:
 def _budget(opening: dict[str, Any] | None) -> Budget | None:
     try:
         return Budget(**opening["budget"])  # type: ignore[index]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        # ArithmeticError: an integer too large for a float (verify refuses it as malformed)
         return None
 
 
@@ -212,8 +279,11 @@ def _rows(data: _Ledger, error: LedgerError | None) -> list[_Row]:
     for no in range(2, stop + 1):
         row = _Row(no, _entry(data.lines[no - 1]), bad=no == bad)
         if row.entry is None:
+            line = data.lines[no - 1]
             row.note = "not a JSON object: cannot be read"
-            row.raw = data.lines[no - 1][:_MAX_ENTRY].decode("utf-8", errors="replace")
+            row.raw = line[:_MAX_ENTRY].decode("utf-8", errors="replace")
+            if len(line) > _MAX_ENTRY:
+                row.raw += f"\n\u2026 ({len(line) - _MAX_ENTRY} more bytes)"
         rows.append(row)
     return rows
 
@@ -269,11 +339,27 @@ def _epsilon_alone(event: Any, delta: float) -> float | None:
 
 
 def _e(value: object) -> str:
-    """Any value as escaped text, cut to _MAX_TEXT characters."""
+    """Any value as escaped text, cut to _MAX_TEXT characters (the cut marked)."""
     text = value if isinstance(value, str) else _plain(value)
-    if len(text) > _MAX_TEXT:
-        text = text[:_MAX_TEXT] + "..."
-    return html.escape(text, quote=True)
+    return html.escape(_safe(_cut(text, _MAX_TEXT)), quote=True)
+
+
+def _cut(text: str, limit: int, sep: str = " ") -> str:
+    """``text`` cut to ``limit`` characters, the cut marked with the number of the others."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}{sep}\u2026 ({len(text) - limit} more characters)"
+
+
+def _safe(text: str) -> str:
+    """``text`` as it can be written in UTF-8: surrogate-escaped bytes (of a file name) decoded
+    with errors="replace", any other lone surrogate replaced too (U+FFFD)."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", errors="replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="replace").decode("utf-8").replace("?", "\ufffd") \
+            if False else "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch
+                                  for ch in text)
 
 
 def _plain(value: object) -> str:

@@ -583,8 +583,8 @@ class ReferenceClient:
             if len(plain) != 2 * SHARE_BYTES:
                 raise Refused(f"malformed share plaintext from client {v}")
             pair = (plain[:SHARE_BYTES], plain[SHARE_BYTES:])
-            for raw in pair:
-                sh = Share.from_bytes(raw)
+            shares = [Share.from_bytes(raw) for raw in pair]  # 4: both decode strictly
+            for sh in shares:  # 5: then each has x = u + 1 and threshold = t
                 if sh.x != self.id + 1 or sh.threshold != t:
                     raise Refused(f"share from client {v} has the wrong x or threshold")
             self.held[v] = pair
@@ -699,41 +699,69 @@ def _write_frame(stream, data: bytes) -> None:
     stream.write(_U32.pack(len(data)) + data)
 
 
-def _start(doc: dict) -> ReferenceClient:
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+             float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _start(frame: bytes) -> ReferenceClient:
+    """The client the start frame describes. Raises ValueError for any frame it cannot use:
+    not UTF-8 JSON, not a JSON object, another version, a field missing or of the wrong type,
+    values the client refuses, or a state_dir whose session store cannot be read."""
+    try:
+        doc = json.loads(frame.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("the start frame is nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"the start frame is a JSON {_json_type(doc)}, not an object")
     if doc.get("conformance") != 1:
         raise ValueError("unknown conformance start frame version")
-    registry = doc.get("registry")
-    identity = doc.get("identity")
-    return ReferenceClient(
-        doc["client_id"], doc["config"],
-        identity=bytes.fromhex(identity) if identity is not None else None,
-        registry=({int(u): bytes.fromhex(k) for u, k in registry.items()}
-                  if registry is not None else None),
-        input=doc["input"], used_sessions=FileSessions(Path(doc["state_dir"]) / "sessions"))
+    registry, identity, state_dir = doc.get("registry"), doc.get("identity"), doc.get("state_dir")
+    if registry is not None and not isinstance(registry, dict):
+        raise ValueError(f"registry is a JSON {_json_type(registry)}, not an object")
+    if identity is not None and not isinstance(identity, str):
+        raise ValueError("identity must be hex text or null")
+    if not isinstance(state_dir, str):
+        raise ValueError("state_dir must be a path (a JSON string)")
+    try:
+        return ReferenceClient(
+            doc["client_id"], doc["config"],
+            identity=bytes.fromhex(identity) if identity is not None else None,
+            registry=({int(u): bytes.fromhex(k) for u, k in registry.items()}
+                      if registry is not None else None),
+            input=doc["input"], used_sessions=FileSessions(Path(state_dir) / "sessions"))
+    except KeyError as exc:
+        raise ValueError(f"the start frame has no field {exc}") from None
+    except (TypeError, AttributeError, SecAggError) as exc:
+        raise ValueError(f"a start frame field of the wrong type: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"state_dir cannot be used: {exc.strerror or exc}") from None
 
 
 def main() -> int:
+    """Answer every frame on stdin (docs/protocol.md section 18). A start frame it cannot use
+    is answered with a refusal status frame naming why, and the program exits with status 1
+    without reading further; otherwise it exits with status 0 at the end of its input."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    client: ReferenceClient | None = None
-    failed: str | None = None
-    first = True
+    frame = _read_frame(stdin)
+    if frame is None:
+        return 0
+    try:
+        client = _start(frame)
+    except ValueError as exc:
+        _write_frame(stdout, b"\x00" + f"bad start frame: {exc}".encode("utf-8", "replace"))
+        stdout.flush()
+        return 1
+    _write_frame(stdout, b"")
+    stdout.flush()
     while (frame := _read_frame(stdin)) is not None:
         out: list[bytes] = []
         status = b""
-        if first:
-            first = False
-            try:
-                client = _start(json.loads(frame.decode("utf-8")))
-            except (ValueError, KeyError, TypeError) as exc:
-                failed = f"bad start frame: {exc}"
-                status = b"\x00" + failed.encode()
-        elif client is None:
-            status = b"\x00" + (failed or "no start frame").encode()
-        else:
-            try:
-                out = client.receive(frame)
-            except Refused as exc:
-                status = b"\x00" + exc.reason.encode("utf-8", "replace")
+        try:
+            out = client.receive(frame)
+        except Refused as exc:
+            status = b"\x00" + exc.reason.encode("utf-8", "replace")
         for data in out:
             _write_frame(stdout, data)
         _write_frame(stdout, status)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,34 +48,85 @@ def _write(stream: BinaryIO, data: bytes) -> None:
     stream.write(_U32.pack(len(data)) + data)
 
 
-def machine_from_start(doc: dict, machine: type[ClientRound] = ClientRound) -> ClientRound:
-    """The client the start frame describes (a ``machine``). Raises ValueError for a frame it
-    cannot use."""
+#: The fields of the start frame's ``config`` object (those of :class:`RoundConfig`).
+CONFIG_FIELDS = frozenset(f.name for f in fields(RoundConfig))
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a parsed value's type."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+             float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def parse_start(frame: bytes) -> dict:
+    """The start frame as a JSON object. Raises ValueError for bytes that are not UTF-8 JSON,
+    JSON nested too deeply to parse, or JSON that is not an object."""
+    try:
+        doc = json.loads(frame)
+    except RecursionError:
+        raise ValueError("the start frame is nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"the start frame is a JSON {_json_type(doc)}, not an object")
+    return doc
+
+
+def machine_from_start(doc: object, machine: type[ClientRound] = ClientRound) -> ClientRound:
+    """The client the start frame ``doc`` (the parsed JSON) describes, a ``machine``. Raises
+    ValueError for a frame it cannot use: not a JSON object, another version, a missing field
+    or one of the wrong type, a config with keys that are not RoundConfig fields, values the
+    configuration, the keys or the ring refuse, or a state_dir that cannot be made."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"the start frame is a JSON {_json_type(doc)}, not an object")
     if doc.get("conformance") != STDIO_VERSION:
         raise ValueError(f"start frame version {doc.get('conformance')!r}, expected "
                          f"{STDIO_VERSION}")
-    config = RoundConfig(**doc["config"])
+    try:
+        return _machine(doc, machine)
+    except ValueError:  # ConfigError, SecAggValueError, ProtocolError and the checks here
+        raise
+    except KeyError as exc:
+        raise ValueError(f"the start frame has no field {exc}") from None
+    except (TypeError, AttributeError, ArithmeticError) as exc:
+        raise ValueError(f"a start frame field of the wrong type or range: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"state_dir cannot be used: {exc.strerror or exc}") from None
+
+
+def _machine(doc: dict, machine: type[ClientRound]) -> ClientRound:
+    config = doc["config"]
+    if not isinstance(config, dict):
+        raise ValueError(f"config is a JSON {_json_type(config)}, not an object")
+    unknown = sorted(set(config) - CONFIG_FIELDS)
+    if unknown:
+        raise ValueError(f"config keys {unknown} are not among {sorted(CONFIG_FIELDS)}")
+    config = RoundConfig(**config)
     bits = config.bits
     x = np.array(doc["input"], dtype=np.uint64).astype(np.uint32 if bits <= 32 else np.uint64)
     identity = (SigningKey.from_private_bytes(bytes.fromhex(doc["identity"]))
                 if doc.get("identity") else None)
-    registry = ({int(u): VerifyKey(bytes.fromhex(k)) for u, k in doc["registry"].items()}
-                if doc.get("registry") is not None else None)
+    registry = doc.get("registry")
+    if registry is not None and not isinstance(registry, dict):
+        raise ValueError(f"registry is a JSON {_json_type(registry)}, not an object")
+    registry = ({int(u): VerifyKey(bytes.fromhex(k)) for u, k in registry.items()}
+                if registry is not None else None)
+    if not isinstance(doc["state_dir"], str):
+        raise ValueError("state_dir must be a path (a JSON string)")
     state = Path(doc["state_dir"])
     state.mkdir(parents=True, exist_ok=True)
     return machine(int(doc["client_id"]), config=config, input=x, identity=identity,
-                       registry=registry, used_sessions=FileSessionStore(state / "sessions"))
+                   registry=registry, used_sessions=FileSessionStore(state / "sessions"))
 
 
 def serve(stdin: BinaryIO, stdout: BinaryIO, machine: type[ClientRound] = ClientRound) -> int:
     """Answer frames with a ``machine`` until the input ends; 0 at a clean end, 1 if the start
-    frame is unusable."""
+    frame is unusable (answered with a refusal status frame naming why)."""
     start = _read(stdin)
     if start is None:
         return 0
     try:
-        client = machine_from_start(json.loads(start), machine)
-    except (ValueError, KeyError, TypeError) as exc:
+        client = machine_from_start(parse_start(start), machine)
+    except ValueError as exc:
         _write(stdout, bytes([REFUSED]) + f"unusable start frame: {exc}".encode())
         stdout.flush()
         return 1

@@ -23,10 +23,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from protocol.config import RoundConfig
-from protocol.messages import Setup, UnmaskRequest
+from protocol.messages import Setup, ShareKeys, UnmaskRequest
 from protocol.server import ServerRound
 from protocol.wire import decode, encode
 from secagg import SigningKey
+from secagg.aead import AeadContext, decrypt
+from secagg.aead import encrypt as aead_encrypt
+from secagg.shamir import Share
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = ROOT / "examples" / "reference_client.py"
@@ -280,6 +283,46 @@ def test_a_neighbour_listed_alive_and_dead_is_refused(path):
     assert client.state == ref.ERROR
 
 
+def test_both_shares_are_decoded_before_either_is_checked():
+    """docs/protocol.md 15.4: step 4 (both shares decode strictly) comes before step 5 (each
+    has x = u + 1 and threshold t). A plaintext whose first share is well formed but addressed
+    to another x, and whose second share does not decode, is refused for the decoding."""
+    n, dim = 6, 2
+    config = {"bits": 16, "mode": "semi-honest", "neighbours": 4, "threshold": 3}
+    server = ServerRound(RoundConfig(**config), range(n), dim)
+    clients = {u: ref.ReferenceClient(u, config, identity=None, registry=None, input=[u] * dim,
+                                      used_sessions=set()) for u in range(n)}
+    out, tampered = server.start(), False
+    while out and server.stage != "masked_input":
+        for m in out:
+            for reply in clients[m.recipient].receive(encode(m)):
+                msg = decode(reply)
+                if isinstance(msg, ShareKeys) and not tampered and 0 in dict(msg.ciphertexts):
+                    msg, tampered = forge_shares_to_zero(clients[msg.sender], msg), True
+                server.receive(msg)
+        out = server.close_stage()
+    assert tampered
+    (delivery,) = [m for m in out if m.recipient == 0]
+    with pytest.raises(ref.Refused) as refusal:
+        clients[0].receive(encode(delivery))
+    assert "unknown share version" in refusal.value.reason, refusal.value.reason
+    assert clients[0].state == ref.ERROR
+
+
+def forge_shares_to_zero(sender: ref.ReferenceClient, msg: ShareKeys) -> ShareKeys:
+    """``msg`` with the ciphertext to client 0 re-encrypted over a forged plaintext: the first
+    share moved to x = 5 (a valid encoding), the second of an unknown share version."""
+    s = sender.setup
+    ctx = AeadContext(s["session_id"], s["round"], sender.id, 0)
+    cts = dict(msg.ciphertexts)
+    plain = bytearray(decrypt(sender.enc_keys[0], cts[0], ctx))
+    assert len(plain) == 2 * ref.SHARE_BYTES and Share.from_bytes(bytes(plain[:91])).x == 1
+    plain[21:25] = struct.pack(">I", 5)  # the x of the first share (version, dealing id, t, x)
+    plain[ref.SHARE_BYTES] = 0xEE  # the version byte of the second share
+    cts[0] = aead_encrypt(sender.enc_keys[0], bytes(plain), ctx)
+    return replace(msg, ciphertexts=tuple(sorted(cts.items())))
+
+
 # -- a live round: reference clients with the real server --------------------------------------
 @pytest.mark.parametrize("config", [
     {"bits": 16, "mode": "semi-honest", "neighbours": 4, "threshold": 3},
@@ -385,6 +428,42 @@ def test_the_program_speaks_the_conformance_framing(tmp_path):
     status = unframe(again.stdout)
     assert status[0] == b""
     assert status[1][:1] == b"\x00" and b"replayed" in status[1]
+
+
+def _start_frame(tmp_path: Path, **change) -> bytes:
+    doc = {"conformance": 1, "client_id": 0, "config": {"bits": 16}, "identity": None,
+           "registry": None, "input": [1, 2], "state_dir": str(tmp_path), **change}
+    return json.dumps(doc).encode()
+
+
+UNUSABLE_STARTS = {
+    "a JSON array": lambda d: b"[1, 2]",
+    "a JSON string": lambda d: b'"start"',
+    "JSON null": lambda d: b"null",
+    "a JSON number": lambda d: b"7",
+    "JSON nested too deeply to parse": lambda d: b"[" * 100_000 + b"]" * 100_000,
+    "not UTF-8": lambda d: b"\xff",
+    "a config key that is not a RoundConfig field": lambda d: _start_frame(
+        d, config={"bits": 16, "frobnicate": 1}),
+    "a registry that is not an object": lambda d: _start_frame(d, registry=[1]),
+    "an identity that is not a string": lambda d: _start_frame(d, identity=5),
+    "a state_dir that is not a string": lambda d: _start_frame(d, state_dir=None),
+    "a session store that is a directory": lambda d: _start_frame(d, state_dir=str(d / "s")),
+    "no input": lambda d: b'{"conformance": 1, "client_id": 0, "config": {}}',
+    "another version": lambda d: _start_frame(d, conformance=2),
+}
+
+
+@pytest.mark.parametrize("case", UNUSABLE_STARTS)
+def test_the_program_refuses_an_unusable_start_frame_with_exit_status_1(tmp_path, case):
+    (tmp_path / "s" / "sessions").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, str(MODULE)], capture_output=True, cwd=ROOT,
+                          input=frames(UNUSABLE_STARTS[case](tmp_path), b"\x01\x01"),
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60, check=False)
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
+    assert proc.returncode == 1
+    (status,) = unframe(proc.stdout)  # the refusal, and no answer to the later frame
+    assert status[:1] == b"\x00" and status[1:].decode().startswith("bad start frame: ")
 
 
 # -- what the module may import ---------------------------------------------------------------
