@@ -18,10 +18,12 @@ The report holds:
   event and sampler distance, the round's own epsilon, the cumulative epsilon recorded and
   recomputed, the cumulative delta, and the whole entry folded under it (an HTML ``details``
   element, which needs no script). Each column header says what the value is: *verified*
-  (``verify`` recomputed it from the recorded event, or accounted it, and it matched),
-  *recomputed* (computed here by the independent accountant) or *as recorded* (the writer's
-  claim: ``verify`` binds round, time, session, cohort, survivors, n_min, mechanism and clip
-  norm to nothing it recomputes; a signature only shows they were not edited since signing);
+  (recorded, and checked by ``verify`` against the value recomputed from the recorded
+  events), *recomputed* (computed here by the independent accountant), *accounted* (the
+  recorded event and sampler distance those values are computed from) or *as recorded* (the
+  writer's claim: ``verify`` binds round, time, session, cohort, survivors, n_min, the
+  mechanism, its parameters and the clip norm to nothing it recomputes; a signature only
+  shows they were not edited after signing);
 * the deployment's parameters from the open entry (budget, owner, created, accountant, signing
   key) and the library versions the round entries record.
 
@@ -47,7 +49,6 @@ import html
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -205,15 +206,18 @@ def write_report(page: str, out: str | Path) -> None:
         data = page.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ReportError(f"the page cannot be written as UTF-8: {exc.reason}") from None
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    while True:  # a fresh name; mode 0o666 less the umask, as a plain open() gives
+        tmp = out.with_name(f".{out.name}.{os.urandom(8).hex()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() gives (mkstemp's is 0600)
         os.replace(tmp, out)
     except BaseException:
         try:
@@ -353,13 +357,12 @@ def _cut(text: str, limit: int, sep: str = " ") -> str:
 
 def _safe(text: str) -> str:
     """``text`` as it can be written in UTF-8: surrogate-escaped bytes (of a file name) decoded
-    with errors="replace", any other lone surrogate replaced too (U+FFFD)."""
+    with errors="replace", any other lone surrogate (from a JSON escape) replaced too: U+FFFD
+    for each."""
     try:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", errors="replace")
     except UnicodeEncodeError:
-        return text.encode("utf-8", errors="replace").decode("utf-8").replace("?", "\ufffd") \
-            if False else "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch
-                                  for ch in text)
+        return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)
 
 
 def _plain(value: object) -> str:
@@ -450,6 +453,8 @@ table.kv td, table.kv th {{ text-align: left; vertical-align: top; padding: 3px 
 table.kv th {{ white-space: nowrap; font-weight: bold; color: #3d444d; }}
 table.rounds {{ font-size: 12px; width: 100%; }}
 table.rounds th {{ background: #eef1f4; text-align: left; }}
+table.rounds th .tag {{ display: block; font-weight: normal; font-size: 10px; color: #4d5560;
+  font-style: italic; }}
 table.rounds th, table.rounds td {{ border: 1px solid #d0d7de; padding: 3px 5px;
   vertical-align: top; }}
 table.rounds td {{ overflow-wrap: anywhere; }}
@@ -492,14 +497,17 @@ def _page(c: _Context) -> str:
         _footer(),
         "</body></html>",
     ]
-    return "\n".join(parts) + "\n"
+    return _safe("\n".join(parts) + "\n")  # every value went through _e; this is the last net
 
 
 def _banner(report: VerifyReport | None, error: LedgerError | None) -> str:
     if report is not None:
         b = report.budget
-        pct = math.floor(1000 * report.epsilon / b.epsilon) / 10  # never rounded up to 100
-        share = f" ({pct:.1f} % of the budget)"
+        ratio = report.epsilon / b.epsilon  # <= 1: verify checked it; the ratio first, so
+        share = ""  # that 1000 * epsilon cannot overflow for a budget near the float limit
+        if math.isfinite(ratio):
+            pct = math.floor(1000 * ratio) / 10  # never rounded up to 100
+            share = f" ({pct:.1f} % of the budget)"
         return (f'<div class="banner valid" id="status">VALID'
                 f'<div class="sub">{report.entries} rounds; cumulative epsilon '
                 f"{_eps(report.epsilon)}{share}, delta {report.delta:.3g}, budget "
@@ -657,12 +665,17 @@ def _deployment(opening: dict[str, Any] | None, rows: list[_Row],
     ]
     known = {"budget", "owner", "created", "ledger_id", "accountant", "public_key", "v", "seq",
              "kind", "prev", "signature"}
-    items += [(_e(k), _e(v)) for k, v in sorted(opening.items()) if k not in known]
+    extra = sorted((k, v) for k, v in opening.items() if k not in known)
+    items += [(_e(k), _e(v)) for k, v in extra[:_MAX_FIELDS]]
+    if len(extra) > _MAX_FIELDS:
+        items.append(("&hellip;", f"{len(extra) - _MAX_FIELDS} more fields, not shown"))
     items.append(("Libraries recorded", _versions(rows)))
-    note = ""
-    if error is not None:
-        note = ('<p class="small">As recorded in line 1'
-                + (", the first bad line: untrusted." if error.line == 1 else ".") + "</p>")
+    note = ('<p class="small">As recorded in line 1'
+            + (", the first bad line: untrusted. " if error is not None and error.line == 1
+               else ". ")
+            + "The budget is the one every recorded epsilon and delta was checked against; "
+            "owner, created, accountant and the library versions are as recorded (a signature "
+            "shows they were not edited after signing, not that they are true).</p>")
     return _kv(items) + note
 
 
@@ -676,7 +689,8 @@ def _versions(rows: list[_Row]) -> str:
             continue
         name, vers = acc.get("name"), acc.get("versions")
         if isinstance(vers, dict):
-            text = ", ".join(f"{k} {v}" for k, v in sorted(vers.items(), key=lambda kv: kv[0]))
+            text = ", ".join(f"{k} {_plain(v)}"
+                             for k, v in sorted(vers.items(), key=lambda kv: kv[0]))
         else:
             text = _plain(vers)
         text = f"{_plain(name)}: {text}"
@@ -686,8 +700,11 @@ def _versions(rows: list[_Row]) -> str:
             runs.append((r.line, r.line, text))
     if not runs:
         return "- (no round entries)"
-    return "<br>".join(f"lines {a}&ndash;{b}: {_e(t)}" if a != b else f"line {a}: {_e(t)}"
-                       for a, b, t in runs)
+    shown = "<br>".join(f"lines {a}&ndash;{b}: {_e(t)}" if a != b else f"line {a}: {_e(t)}"
+                        for a, b, t in runs[:_MAX_RUNS])
+    if len(runs) > _MAX_RUNS:
+        shown += f"<br>&hellip; ({len(runs) - _MAX_RUNS} more runs, not shown)"
+    return shown
 
 
 _NOISE_KEYS = (("noise_multiplier", "z"), ("local_variance", "local variance"),
@@ -695,41 +712,67 @@ _NOISE_KEYS = (("noise_multiplier", "z"), ("local_variance", "local variance"),
                ("gamma", "gamma"), ("bits", "bits"), ("weighted", "weighted"))
 
 
-def _noise(entry: dict[str, Any]) -> str:
+def _mechanism(entry: dict[str, Any]) -> str:
+    """The mechanism's noise parameters and the record level, as recorded."""
     parts = []
-    event = entry.get("event")
-    parts.append(f"event {_e(_compact(event))}")
     mech = entry.get("mechanism")
     if isinstance(mech, dict):
         extra = ", ".join(f"{label} {_plain(mech[k])}" for k, label in _NOISE_KEYS if k in mech)
         if extra:
             parts.append(_e(extra))
-    parts.append(f"sampler distance {_e(_num(entry.get('sampler_tv'), 3))}")
     if entry.get("record_level") is not None:
         parts.append(f"record level {_e(entry.get('record_level'))}")
-    return "<br>".join(parts) + _whole(json.dumps(entry, indent=1, sort_keys=True))
+    return "<br>".join(parts) or "-"
+
+
+def _accounted(entry: dict[str, Any]) -> str:
+    """The event and the sampler distance (what ``verify`` accounts), then the whole entry."""
+    return (f"event {_e(_compact(entry.get('event')))}<br>"
+            f"sampler distance {_e(_num(entry.get('sampler_tv'), 3))}" + _whole(_dump(entry)))
+
+
+def _dump(entry: dict[str, Any]) -> str:
+    for indent in (1, None):  # indent=1 is json's pure-Python encoder, None its C one
+        try:
+            return json.dumps(entry, indent=indent, sort_keys=True)
+        except (RecursionError, ValueError):
+            continue
+    return "(the entry is nested too deeply to show)"
 
 
 def _whole(text: str) -> str:
-    """The whole entry (or line), folded: a details element opens without any script."""
-    if len(text) > _MAX_ENTRY:
-        text = text[:_MAX_ENTRY] + "\n..."
+    """The whole entry (or line), folded: a details element opens without any script. Cut to
+    _MAX_ENTRY characters, the cut marked."""
+    text = _safe(_cut(text, _MAX_ENTRY, sep="\n"))
     return f"<details><summary>whole entry</summary><pre>{html.escape(text)}</pre></details>"
 
 
+#: Each column of the rounds table and what it is: "verified", "recomputed", "accounted" or
+#: "as recorded" (the legend under the table says what each means).
+_RECORDED, _VERIFIED, _RECOMPUTED, _ACCOUNTED = ("as recorded", "verified", "recomputed",
+                                                 "accounted")
+_COLUMNS = (("line", None), ("round", _RECORDED), ("time (UTC)", _RECORDED),
+            ("session", _RECORDED), ("cohort", _RECORDED), ("survivors", _RECORDED),
+            ("n_min", _RECORDED), ("mechanism", _RECORDED),
+            ("mechanism parameters", _RECORDED), ("clip norm", _RECORDED),
+            ("accounted event", _ACCOUNTED), ("&epsilon; of the round alone", _RECOMPUTED),
+            ("cumulative &epsilon; (recorded)", _VERIFIED),
+            ("cumulative &epsilon; (recomputed)", _RECOMPUTED),
+            ("cumulative &delta; (recorded)", _VERIFIED))
+
+
 def _table(rows: list[_Row], error: LedgerError | None) -> str:
-    head = ("<tr><th>line</th><th>round</th><th>time (UTC)</th><th>session</th>"
-            "<th>cohort</th><th>survivors</th><th>n_min</th><th>mechanism</th>"
-            "<th>noise parameters</th><th>clip norm</th><th>&epsilon; of the round alone</th>"
-            "<th>cumulative &epsilon; (recorded)</th><th>cumulative &epsilon; (recomputed)</th>"
-            "<th>cumulative &delta;</th></tr>")
+    head = "<tr>" + "".join(
+        f"<th>{name}" + (f'<span class="tag">{tag}</span>' if tag else "") + "</th>"
+        for name, tag in _COLUMNS) + "</tr>"
+    width = len(_COLUMNS)
     body = []
     for r in rows:
         cls = ' class="bad"' if r.bad else ""
         flag = '<div class="flag badtext">first bad line</div>' if r.bad else ""
         if r.entry is None:
             body.append(f'<tr{cls}><td class="n">{r.line}{flag}</td>'
-                        f'<td colspan="13">{_e(r.note)}{_whole(r.raw)}</td></tr>')
+                        f'<td colspan="{width - 1}">{_e(r.note)}{_whole(r.raw)}</td></tr>')
             continue
         e = r.entry
         mech = e.get("mechanism")
@@ -743,22 +786,35 @@ def _table(rows: list[_Row], error: LedgerError | None) -> str:
             f"<td class=\"mono nw\">{_short(e.get('session'), 8)}"
             f"</td><td class=\"n\">{_e(e.get('cohort'))}</td><td class=\"n\">{surv}</td>"
             f"<td class=\"n\">{_e(e.get('n_min'))}</td><td>{_e(name)}</td>"
-            f"<td class=\"small noise\">{_noise(e)}</td>"
+            f"<td class=\"small\">{_mechanism(e)}</td>"
             f"<td class=\"n\">{_e(e.get('clip_norm'))}</td>"
+            f"<td class=\"small noise\">{_accounted(e)}</td>"
             f"<td class=\"n\">{_e(_eps(r.round_eps))}</td>"
             f"<td class=\"n\">{_e(_eps(e.get('epsilon')))}</td>"
             f"<td class=\"n\">{_e(_eps(r.cum_eps))}</td>"
             f"<td class=\"n\">{_e(_num(e.get('delta'), 3))}</td></tr>")
     if not rows:
-        body.append('<tr><td colspan="14">no round entries'
+        body.append(f'<tr><td colspan="{width}">no round entries'
                     + (" could be read before the first bad line" if error is not None else "")
                     + "</td></tr>")
     note = ""
     if error is not None:
         note = ('<p class="small">The ledger did not verify: the rows are those read before the '
                 "first bad line, which is flagged; none of them is a verified history.</p>")
-    return (f'{note}<table class="rounds"><thead>{head}</thead><tbody>{"".join(body)}'
-            "</tbody></table>"
+    legend = (
+        '<p class="small" id="columns">What each column is. <strong>verified</strong>: '
+        "recorded by the ledger's writer and checked by <code>secagg budget verify</code> "
+        "against the value the independent accountant recomputes from the recorded events "
+        "(in a ledger that failed, only the rows before the first bad line passed the check). "
+        "<strong>recomputed</strong>: computed here by the independent accountant from the "
+        "recorded events. <strong>accounted</strong>: the recorded event and sampler "
+        "distance, the input every verified and recomputed value is computed from. "
+        "<strong>as recorded</strong>: the writer's claim, bound to nothing that is "
+        "recomputed: <code>verify</code> does not check round, time, session, cohort, "
+        "survivors, n_min, the mechanism, its parameters or the clip norm against the event "
+        "(a signed ledger shows only that they were not edited after signing).</p>")
+    return (f'{note}{legend}<table class="rounds"><thead>{head}</thead>'
+            f'<tbody>{"".join(body)}</tbody></table>'
             '<p class="small">Epsilon of the round alone: its event by itself at the budget '
             "delta (independent accountant). Cumulative epsilon: after this round, at the "
             "budget delta, recorded by the ledger's writer and recomputed here by the "
@@ -781,23 +837,63 @@ _W, _H = 1100, 360
 _LEFT, _RIGHT, _TOP, _BOTTOM = 80, 150, 20, 50
 
 
+def _drawable(value: object) -> float | None:
+    """``value`` as a float the plot can draw (a finite number in [0, _PLOT_MAX]), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        v = float(value)
+    except OverflowError:  # an integer beyond the float range
+        return None
+    return v if math.isfinite(v) and 0 <= v <= _PLOT_MAX else None
+
+
 def _figure(rows: list[_Row], budget: Budget | None, error: LedgerError | None) -> str:
-    points = []
-    for r in rows:
+    points: list[tuple[int, float]] = []  # (round number on the x axis, cumulative epsilon)
+    skipped: list[str] = []
+    for i, r in enumerate(rows, start=1):
         eps = _get(r.entry, "epsilon")
-        if isinstance(eps, int | float) and not isinstance(eps, bool) and math.isfinite(eps):
-            points.append(float(eps))
+        v = _drawable(eps)
+        if v is None:
+            skipped.append(f"line {r.line} ({_cut(_plain(eps), 40)})")
+        else:
+            points.append((i, v))
+    limit = budget.epsilon if budget else None
+    line = _drawable(limit)
     caption = ("Blue staircase: cumulative epsilon recorded after each round; orange dashed "
                "line: the budget epsilon" + (f" ({_num(budget.epsilon)}, at delta "
                                              f"{budget.delta:g})" if budget else "") + ".")
+    notes, marks = [], []
+    if budget is not None and line is None:
+        marks.append(f"budget epsilon {_num(budget.epsilon)} beyond the scale: not drawn")
+        notes.append(f"the budget epsilon {_num(budget.epsilon)} is beyond the plot's scale "
+                     f"(up to {_PLOT_MAX:g}) and is not drawn")
+    if skipped:
+        marks.append(f"{len(skipped)} round{'s' if len(skipped) != 1 else ''} beyond the "
+                     "scale: not drawn (see the caption)")
+        notes.append("not drawn (not a finite number up to the plot's scale, "
+                     f"{_PLOT_MAX:g}): the cumulative epsilon of " + ", ".join(skipped[:5])
+                     + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""))
+    if notes:
+        caption += "".join(f" {n[0].upper()}{n[1:]}." for n in notes)
     if error is not None:
         caption += " Only the rounds before the first bad line are drawn."
-    return (f"<figure>{_svg(points, budget.epsilon if budget else None)}"
-            f"<figcaption>{caption}</figcaption></figure>")
+    return (f"<figure>{_svg(points, len(rows), line, '; '.join(marks))}"
+            f"<figcaption>{_e_long(caption)}</figcaption></figure>")
+
+
+def _e_long(text: str) -> str:
+    """A caption of the report's own making (ledger values in it already cut) as escaped
+    text."""
+    return html.escape(_safe(_cut(text, 4 * _MAX_TEXT)), quote=False)
 
 
 def _nice_step(span: float, ticks: int = 5) -> float:
+    """A round grid step (1, 2, 2.5 or 5 times a power of ten) near ``span / ticks``; 1 for a
+    span that is not a finite positive number."""
     raw = span / ticks
+    if not (math.isfinite(raw) and raw > 0):
+        return 1.0
     mag = 10 ** math.floor(math.log10(raw))
     for m in (1, 2, 2.5, 5, 10):
         if raw <= m * mag:
@@ -805,9 +901,13 @@ def _nice_step(span: float, ticks: int = 5) -> float:
     return 10 * mag
 
 
-def _svg(eps: list[float], budget: float | None) -> str:
-    n = len(eps)
-    top = max([*(eps or [0.0]), budget or 0.0, 1e-9])
+def _svg(points: list[tuple[int, float]], n: int, budget: float | None,
+         missing: str = "") -> str:
+    """The plot: ``points`` (x, cumulative epsilon) of ``n`` rounds, ``budget`` the budget
+    line (None: not drawn); ``missing``, shown in the plot, says what is not drawn. Every
+    value drawn is finite and at most _PLOT_MAX."""
+    eps = [v for _, v in points]
+    top = max([*eps, budget or 0.0, 1e-9])
     step = _nice_step(top * 1.1)
     ymax = step * math.ceil(top * 1.1 / step)
     pw, ph = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
@@ -849,13 +949,13 @@ def _svg(eps: list[float], budget: float | None) -> str:
                    'shape-rendering="crispEdges"/>')
         out.append(f'<text x="{_LEFT + pw + 8}" y="{y(budget) + 4}" fill="#1f2328">'
                    f"budget {budget:g}</text>")
-    if n:
+    if points:
         d = [f"M{x(0)} {y(0)}"]
-        for i, v in enumerate(eps, start=1):
+        for i, v in points:
             d.append(f"H{x(i)} V{y(v)}")
         out.append(f'<path d="{" ".join(d)}" fill="none" stroke="{CURVE_BLUE}" '
                    'stroke-width="3" shape-rendering="crispEdges"/>')
-        for i, v in enumerate(eps, start=1):
+        for i, v in points:
             out.append(f'<circle cx="{x(i)}" cy="{y(v)}" r="4" fill="{CURVE_BLUE}"/>')
         ly = y(eps[-1]) + 4
         if budget is not None and abs(ly - y(budget) - 4) < 16:  # keep clear of the budget label
@@ -863,7 +963,11 @@ def _svg(eps: list[float], budget: float | None) -> str:
         out.append(f'<text x="{_LEFT + pw + 8}" y="{ly}" fill="#1f2328">'
                    f"spent {eps[-1]:.4g}</text>")
     else:
+        what = "no verified rounds to draw" if n == 0 else "no round's epsilon can be drawn"
         out.append(f'<text x="{_LEFT + pw / 2}" y="{_TOP + ph / 2}" text-anchor="middle" '
-                   'fill="#3d444d">no verified rounds to draw</text>')
+                   f'fill="#3d444d">{what}</text>')
+    if missing:
+        out.append(f'<text x="{_LEFT + 8}" y="{_TOP + 14}" fill="#7a4a00">'
+                   f"{html.escape(missing)}</text>")
     out.append("</svg>")
     return "".join(out)

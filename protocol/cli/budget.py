@@ -9,7 +9,9 @@ ledger signed with the same key, or a truncated history, exits 1 like any failed
 (:mod:`dp.report`) with the verification result, a table of the rounds, a plot of cumulative
 epsilon against the budget and the deployment's parameters; it is written for a ledger that
 fails verification too (with a FAILED banner naming the first bad line), and the command then
-exits 1.
+exits 1. The file is written atomically (a temporary file beside it, then renamed over it): a
+report that cannot be rendered or written leaves no partial file, and the command says why and
+exits 1, without a traceback.
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ def add_budget_parser(sub) -> None:
 
 def budget(args: argparse.Namespace) -> int:
     """Verify the ledger (with the pins), then show, verify, plot or report on it; exit 1 if it
-    does not verify (``report`` writes its file either way), 2 for an output path that would
-    overwrite the ledger."""
+    does not verify (``report`` writes its file either way) or the report cannot be rendered
+    or written (no file is then left), 2 for an output path that would overwrite the
+    ledger."""
     if args.budget_command == "report":
         return _report(args)
     try:
@@ -137,32 +140,47 @@ def _print_rows(report) -> None:
           f"({report.budget.epsilon}, {report.budget.delta:g})")
 
 
+def _shown(path: Path) -> str:
+    """A path as printable text: bytes that are not UTF-8 (surrogate-escaped) replaced."""
+    text = str(path)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", errors="replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
 def _report(args: argparse.Namespace) -> int:
-    from dp.report import audit
+    from dp.report import ReportError, audit, write_report
 
     ledger = args.ledger
     if not ledger.name:
-        print(f"secagg budget report: error: {ledger} is not a file name", file=sys.stderr)
+        print(f"secagg budget report: error: {_shown(ledger)} is not a file name",
+              file=sys.stderr)
         return 2
     out = args.output or ledger.with_name(ledger.name + ".html")
     own = {ledger.resolve(), *(ledger.with_name(ledger.name + x).resolve()
                               for x in (".head", ".lock", ".new"))}
     if out.resolve() in own:
-        print(f"secagg budget report: error: --output {out} would overwrite the ledger or its "
-              "head file", file=sys.stderr)
+        print(f"secagg budget report: error: --output {_shown(out)} would overwrite the ledger "
+              "or its head file", file=sys.stderr)
         return 2
-    result = audit(ledger, args.public_key, expected_id=args.ledger_id,
-                   min_rounds=args.min_rounds)
     try:
-        out.write_text(result.html, encoding="utf-8")
+        result = audit(ledger, args.public_key, expected_id=args.ledger_id,
+                       min_rounds=args.min_rounds)
+        write_report(result.html, out)
+    except ReportError as exc:
+        print(f"secagg budget report: error: {exc}; {_shown(out)} not written",
+              file=sys.stderr)
+        return 1
     except OSError as exc:
-        print(f"secagg budget report: cannot write {out}: {exc.strerror}", file=sys.stderr)
+        print(f"secagg budget report: cannot write {_shown(out)}: "
+              f"{exc.strerror or type(exc).__name__}", file=sys.stderr)
         return 1
     if result.error is not None:
-        print(f"secagg budget: {ledger}: INVALID: {result.error}", file=sys.stderr)
-        print(f"wrote {out} (FAILED report)")
+        print(f"secagg budget: {_shown(ledger)}: INVALID: {result.error}", file=sys.stderr)
+        print(f"wrote {_shown(out)} (FAILED report)")
         return 1
     for w in result.report.warnings if result.report else ():
         print(f"warning: {w}", file=sys.stderr)
-    print(f"wrote {out}")
+    print(f"wrote {_shown(out)}")
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
 import re
 import shutil
@@ -21,12 +22,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from dp.errors import LedgerError
 from dp.events import SkellamDpEvent
-from dp.ledger import Budget, Ledger, public_key_hex, verify
+from dp.ledger import Budget, Ledger, canonical_line, line_hash, public_key_hex, verify
 from dp.report import (
     BUDGET_ORANGE,
     CURVE_BLUE,
     FAILED_RED,
     VALID_GREEN,
+    ReportError,
     audit,
     render_report,
 )
@@ -527,3 +529,173 @@ def test_browser_shows_a_tampered_report(chromium, signed, tmp_path):
     assert len(red) > 0.5 * WINDOW[0] * 60 and max(y for _, y in red) < BANNER
     assert found["green"] == []  # the red banner, and not the green one
     assert len(found["curve"]) > 300 and len(found["budget"]) > 400  # the rounds before line 4
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile ledgers: the report renders, or fails as one typed error, never with a traceback
+# --------------------------------------------------------------------------------------------
+
+
+def rechain(path: Path, edit) -> Path:
+    """``edit(entries)`` applied to the entries of the unsigned ledger at ``path``, the hash
+    chain and the head file rewritten so that the result verifies if its values do."""
+    entries = [json.loads(line) for line in path.read_bytes().splitlines()]
+    edit(entries)
+    lines: list[bytes] = []
+    for i, entry in enumerate(entries):
+        if i:
+            entry["prev"] = line_hash(lines[-1])
+        lines.append(canonical_line(entry))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    head(path).write_text(json.dumps({"entries": len(lines), "hash": line_hash(lines[-1]),
+                                      "ledger_id": entries[0]["ledger_id"]}))
+    return path
+
+
+def test_a_budget_near_the_float_limit_is_reported_and_not_drawn(tmp_path, capsys):
+    path = tmp_path / "huge.jsonl"
+    Ledger.create(path, Budget(1.7e308, 1e-5)).close()  # valid: verify says so
+    verify(path)
+    result = audit(path)
+    assert result.error is None and 'class="banner valid"' in result.html
+    assert "budget epsilon 1.7e+308 beyond the scale: not drawn" in result.html  # in the plot
+    assert "The budget epsilon 1.7e+308 is beyond the plot's scale" in result.html  # caption
+    assert f'stroke="{BUDGET_ORANGE}"' not in result.html  # no line drawn off the scale
+    # with rounds too: the staircase is drawn, the budget line is not
+    rounds = make_ledger_with(tmp_path / "huge_rounds.jsonl", Budget(1.7e308, 1e-5))
+    page = render_report(rounds)
+    assert page.count("<circle") == ROUNDS and f'stroke="{BUDGET_ORANGE}"' not in page
+    assert main(["budget", "report", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {path}.html"
+
+
+def make_ledger_with(path: Path, budget: Budget) -> Path:
+    led = Ledger.create(path, budget)
+    for i in range(ROUNDS):
+        led.record_round(event=EVENT, session="s", round=i, cohort=10, survivors=9, n_min=8,
+                         clip_norm=1.0, mechanism=MECHANISM, sampler_tv=0.0)
+    led.close()
+    return path
+
+
+def test_the_plot_scale_is_finite_whatever_it_is_given():
+    from dp.report import _nice_step, _svg
+
+    for span in (math.inf, -math.inf, math.nan, 0.0, -1.0):
+        assert _nice_step(span) == 1.0
+    svg = _svg([(1, 2.0)], 1, None, "budget epsilon 1.7e+308 beyond the scale: not drawn")
+    assert "<circle" in svg and "beyond the scale" in svg
+
+
+def test_a_budget_epsilon_too_large_for_a_float_fails_as_verify_fails(scripted, tmp_path,
+                                                                     capsys):
+    path = rechain(copy(scripted, tmp_path),
+                   lambda e: e[0]["budget"].update(epsilon=10**400))
+    with pytest.raises(LedgerError) as want:
+        verify(path)
+    assert want.value.line == 1 and "OverflowError" in want.value.reason
+    result = audit(path)
+    assert str(result.error) == str(want.value)
+    assert "FAILED: first bad line: line 1" in result.html
+    digits = str(10**400)
+    assert f"<th>Budget epsilon</th><td>{digits[:300]} \u2026 (101 more characters)</td>" \
+        in result.html  # the value shown as text, its length bounded
+    out = tmp_path / "big.html"
+    assert main(["budget", "report", str(path), "-o", str(out)]) == 1
+    assert "INVALID: line 1: malformed content (OverflowError" in capsys.readouterr().err
+    assert "FAILED: first bad line: line 1" in out.read_text(encoding="utf-8")
+
+
+def test_a_file_name_that_is_not_utf8_and_lone_surrogates_are_written(tmp_path, capsys):
+    path = make_ledger(tmp_path / "bad\udcff.jsonl", owner="\ud800 owner",
+                       session="\udfff session")  # JSON escapes: lone surrogates when read
+    verify(path)
+    assert main(["budget", "report", str(path)]) == 0
+    out = tmp_path / "bad\udcff.jsonl.html"
+    page = out.read_bytes().decode("utf-8")  # strictly: the page is UTF-8
+    assert "<title>Privacy ledger report: bad\ufffd.jsonl</title>" in page
+    assert "\ufffd owner" in page and 'class="banner valid"' in page
+    assert "wrote " in capsys.readouterr().out
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file
+
+
+def test_a_failure_while_rendering_is_a_typed_error_and_writes_nothing(scripted, tmp_path,
+                                                                      monkeypatch, capsys):
+    import dp.report
+
+    def broken(*_):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(dp.report, "_table", broken)
+    with pytest.raises(ReportError, match="cannot render the report of .*RuntimeError: boom"):
+        audit(scripted)
+    out = tmp_path / "r.html"
+    assert main(["budget", "report", str(scripted), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "secagg budget report: error: cannot render the report" in err
+    assert "Traceback" not in err and "not written" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_while_writing_leaves_the_old_report_and_no_partial_file(scripted, tmp_path,
+                                                                          monkeypatch, capsys):
+    out = tmp_path / "r.html"
+    out.write_text("the previous report", encoding="utf-8")
+
+    def full(_fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(["budget", "report", str(scripted), "-o", str(out)]) == 1
+    assert "cannot write" in capsys.readouterr().err
+    assert out.read_text(encoding="utf-8") == "the previous report"
+    assert list(tmp_path.iterdir()) == [out]  # the temporary file is removed
+    monkeypatch.undo()
+    assert main(["budget", "report", str(scripted), "-o", str(out)]) == 0
+    assert 'class="banner valid"' in out.read_text(encoding="utf-8")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # the mode a plain open() gives
+
+
+def test_columns_say_what_is_verified_and_what_is_only_recorded(scripted, tmp_path):
+    # survivors, n_min, clip norm and the mechanism are bound to nothing verify recomputes:
+    # an unsigned ledger rewritten with other values (and re-chained) still verifies
+    path = copy(scripted, tmp_path)
+
+    def claim_more(entries):
+        for e in entries[1:]:
+            e.update(survivors=10_000, n_min=9_000, clip_norm=0.001)
+            e["mechanism"]["name"] = "none at all"
+
+    rechain(path, claim_more)
+    verify(path)
+    page = render_report(path)
+    assert 'class="banner valid"' in page and "none at all" in page
+    tag = '<span class="tag">{}</span>'
+    for column in ("round", "time (UTC)", "session", "cohort", "survivors", "n_min",
+                   "mechanism", "mechanism parameters", "clip norm"):
+        assert f"<th>{column}{tag.format('as recorded')}</th>" in page, column
+    assert f"<th>cumulative &epsilon; (recorded){tag.format('verified')}</th>" in page
+    assert f"<th>cumulative &delta; (recorded){tag.format('verified')}</th>" in page
+    assert f"<th>cumulative &epsilon; (recomputed){tag.format('recomputed')}</th>" in page
+    assert f"<th>&epsilon; of the round alone{tag.format('recomputed')}</th>" in page
+    assert f"<th>accounted event{tag.format('accounted')}</th>" in page
+    legend = page[page.index('id="columns"'):]
+    assert ("does not check round, time, session, cohort, survivors, n_min, the mechanism, "
+            "its parameters or the clip norm against the event") in legend
+
+
+def test_a_hostile_field_cannot_blow_up_the_page(tmp_path):
+    big = 300_000
+    path = make_ledger(tmp_path / "wide.jsonl", rounds=2, session="s" * big,
+                       mechanism={**MECHANISM, "name": '"' * big})
+    path = rechain(path, lambda e: e[0].update({f"extra{i}": "x" for i in range(500)}))
+    verify(path)
+    ledger_size = path.stat().st_size
+    page = render_report(path)
+    assert 'class="banner valid"' in page
+    assert f"\u2026 ({big - 300} more characters)" in page  # each displayed field cut, marked
+    assert page.count("more characters)") >= 2 * 3  # session, mechanism and each whole entry
+    assert "460 more fields, not shown" in page  # the open entry's extra fields capped
+    assert len(page) < 200_000 < ledger_size  # bounded per row, not by the field's size
