@@ -19,7 +19,9 @@ decoding, sender = the authenticated client).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
+import secrets
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,7 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from secagg import SigningKey, VerifyKey
+from secagg import Share, SigningKey, VerifyKey
+from secagg.shamir import PRIME
 
 from ..client import ClientRound
 from ..config import RoundConfig
@@ -37,6 +40,7 @@ from ..messages import (
     MaskedInput,
     Message,
     ShareKeys,
+    UnmaskRequest,
     UnmaskResponse,
 )
 from ..server import ServerRound
@@ -148,11 +152,29 @@ class ServerRoundPlayed:
     own: dict[tuple[Stage, int], Message] = field(default_factory=dict)  # each client's reply
     before: ServerRoundPlayed | None = None
     broken: str | None = None
+    sent: list[Message] = field(default_factory=list)  # every message the server sent
+    inbox: dict[int, Message] = field(default_factory=dict)  # the open stage's, by recipient
+    dropped: dict[Stage, tuple[int, ...]] = field(default_factory=dict)  # as played
+    plans: dict[str, _Plan] = field(default_factory=dict)  # victims chosen from the graph
+
+    @property
+    def t(self) -> int:
+        return self.config.resolve(len(self.clients)).threshold
+
+    def graph(self) -> dict[int, frozenset[int]]:
+        """N(u) of every client, as the honest machines derived it from their Setup (the
+        graph is random, seeded by the server's session id: known once Setup is out)."""
+        graph = {u: c.neighbours for u, c in self.clients.items()}
+        if not all(graph.values()):
+            raise LookupError("the graph is not known before every client accepted Setup")
+        return graph
 
 
 #: A case's attack at one stage: (the round, the attacker's honest reply or None) -> the frames
 #: the attacker sends instead (each must be refused), and whether its honest reply still goes.
 Attack = Callable[[ServerRoundPlayed, Message | None], tuple[list[bytes], bool]]
+#: The clients that drop at one stage: fixed, or chosen from the played round's graph.
+Drop = tuple[int, ...] | Callable[[ServerRoundPlayed], tuple[int, ...]]
 
 
 @dataclass(frozen=True)
@@ -165,21 +187,28 @@ class ServerCase:
     #                                        with
     graph: tuple[int, int] = (4, 3)  # (k, t) of the round
     dealer: type[ClientRound] | None = None  # the attacker's machine, if not an honest one
-    drop: Mapping[Stage, tuple[int, ...]] = field(default_factory=dict)
+    drop: Mapping[Stage, Drop] = field(default_factory=dict)  # who drops (gets nothing) there
     late: Stage | None = None  # the attacker's reply of this stage is sent after it closed
     before: bool = False  # play an honest round first (for replays of another session)
+    n: int = 8  # the cohort: clients 0 .. n - 1
+    overrides: Mapping[str, object] = field(default_factory=dict)  # other RoundConfig fields
+    no_unmasking: bool = False  # the round must end before any UnmaskRequest is sent
 
 
-def _config(mode: str, graph: tuple[int, int]) -> RoundConfig:
-    k, t = graph
-    return RoundConfig(bits=16, mode=mode, neighbours=k, threshold=t, dropout_rate=0.25)
+def _config(case: ServerCase, mode: str) -> RoundConfig:
+    k, t = case.graph
+    return RoundConfig(**{"bits": 16, "mode": mode, "neighbours": k, "threshold": t,
+                          "dropout_rate": 0.25, **case.overrides})
 
 
-def play_server(target: ServerTarget, case: ServerCase, mode: str, *, n: int = 8, dim: int = 16,
-                seed: int = 0, identities: Mapping[int, SigningKey] | None = None,
+def play_server(target: ServerTarget, case: ServerCase, mode: str, *, n: int | None = None,
+                dim: int = 16, seed: int = 0, identities: Mapping[int, SigningKey] | None = None,
                 before: ServerRoundPlayed | None = None) -> ServerRoundPlayed:
-    """Play ``case`` once against ``target``."""
-    config = _config(mode, case.graph)
+    """Play ``case`` once against ``target`` (with ``case.n`` clients unless ``n`` is given;
+    ``identities`` must cover them in malicious mode)."""
+    n = case.n if n is None else n
+    config = _config(case, mode)
+    identities = {u: identities[u] for u in range(n)} if identities else None
     registry = ({u: k.verify_key for u, k in identities.items()} if identities else None)
     rng = np.random.default_rng(seed)
     inputs = {u: rng.integers(0, 1 << config.bits, dim, dtype=np.uint64).astype(np.uint32)
@@ -204,13 +233,17 @@ def _play_stages(played: ServerRoundPlayed, case: ServerCase, session: ServerSes
     gone: set[int] = set()
     out = session.start()
     for stage in stage_order(played.config.mode):
-        gone |= set(case.drop.get(stage, ()))
+        who = case.drop.get(stage, ())
+        played.dropped[stage] = tuple(who(played) if callable(who) else who)
+        gone |= set(played.dropped[stage])
         held = None
         try:
             msgs = [decode(data) for data in out]
         except WireError as exc:
             played.broken = f"the server sent a malformed message at {stage}: {exc}"
             return
+        played.sent += msgs
+        played.inbox = {m.recipient: m for m in msgs}
         # the attacker moves first in every stage: its impersonations and replays arrive
         # before the messages they imitate
         for m in sorted(msgs, key=lambda m: m.recipient != ATTACKER):
@@ -239,6 +272,65 @@ def _play_stages(played: ServerRoundPlayed, case: ServerCase, session: ServerSes
             gone.add(ATTACKER)
 
 
+# -- victims chosen from the graph --------------------------------------------------------------
+def _recoverable(graph: Mapping[int, frozenset[int]], t: int, u3: frozenset[int],
+                 responders: frozenset[int]) -> bool:
+    """Whether every mask in the sum of ``u3`` can be removed when ``responders`` answer the
+    unmasking requests (every client shared keys): b_u of each survivor and s_u^SK of each
+    dropped client with a neighbour in U3 need t responding neighbours each (Bonawitz et al.
+    CCS 2017 section 4, Unmasking; the check :func:`protocol.stages.masked_input.
+    check_recoverable` makes)."""
+    return all(len(graph[u] & responders) >= t for u in graph if u in u3 or graph[u] & u3)
+
+
+def _below_minimum(p: ServerRoundPlayed) -> tuple[int, ...]:
+    """n - min_survivors + 1 clients other than the attacker that drop at MaskedInput, so that
+    |U3| = min_survivors - 1, chosen from the graph so that every mask would still be
+    removable: the only reason left to abort is the minimum itself."""
+    graph, everyone = p.graph(), frozenset(p.clients)
+    count = len(everyone) - p.config.resolve(len(everyone)).min_survivors + 1
+    for drops in itertools.combinations(sorted(everyone - {ATTACKER}), count):
+        u3 = everyone - set(drops)
+        if _recoverable(graph, p.t, u3, u3):
+            return drops
+    raise LookupError(f"no {count} dropouts leave every mask of this graph removable")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A value of ``owner`` (a neighbour of the attacker) reconstructed from exactly t shares:
+    the attacker's and those of ``answering``; ``droppers`` drop at Unmasking to get there."""
+
+    owner: int
+    droppers: tuple[int, ...]
+    answering: tuple[int, ...]  # the other holders whose shares arrive
+
+
+def _exactly_t(p: ServerRoundPlayed, kind: str) -> _Plan:
+    """The first (owner, droppers) the graph allows such that exactly t shares of b_owner
+    (``kind`` "b": the owner survives) or of s_owner^SK ("s": the owner drops at MaskedInput)
+    arrive, the attacker's among them, while every other mask of the round stays removable:
+    the one forged share then cannot be detected by decoding (no redundancy) and only the
+    value's own check (commitment, s^PK) can catch it. Chosen once per round and kept."""
+    if kind in p.plans:
+        return p.plans[kind]
+    graph, t, everyone = p.graph(), p.t, frozenset(p.clients)
+    for owner in sorted(graph[ATTACKER]):
+        u3 = everyone - {owner} if kind == "s" else everyone
+        others = sorted(u3 - {owner, ATTACKER})
+        for size in range(len(graph[owner]) - t + 1):
+            for drops in itertools.combinations(others, size):
+                responders = u3 - set(drops)
+                if (len(graph[owner] & responders) == t
+                        and _recoverable(graph, t, u3, responders)):
+                    plan = _Plan(owner, drops, tuple(sorted(graph[owner] & responders
+                                                            - {ATTACKER})))
+                    p.plans[kind] = plan
+                    return plan
+    raise LookupError(f"no neighbour of the attacker whose {kind}-value this graph lets "
+                      "arrive in exactly t shares")
+
+
 # -- attacks -----------------------------------------------------------------------------------
 def _frames(*frames: Callable[[ServerRoundPlayed, Message], bytes], own: bool = True) -> Attack:
     return lambda p, m: ([f(p, m) for f in frames], own)
@@ -253,6 +345,30 @@ def _oversize(p: ServerRoundPlayed, m: AdvertiseKeys) -> bytes:
 
 def _impersonating(p: ServerRoundPlayed, m: AdvertiseKeys) -> bytes:
     return encode(dataclasses.replace(m, sender=VICTIM))
+
+
+def _impersonating_shares(p: ServerRoundPlayed, m: ShareKeys) -> bytes:
+    """A ShareKeys in the victim's name that addresses exactly the victim's neighbours in U1
+    (as its KeysBroadcast lists them), with ciphertexts of the right size: only the sender
+    check can tell it from the victim's own."""
+    size = len(m.ciphertexts[0][1])
+    near = sorted({e[0] for e in p.inbox[VICTIM].keys} - {VICTIM})
+    return encode(ShareKeys(m.session_id, m.round, VICTIM,
+                            tuple((v, os.urandom(size)) for v in near)))
+
+
+def _impersonating_response(p: ServerRoundPlayed, m: UnmaskResponse) -> bytes:
+    """An UnmaskResponse in the victim's name answering the victim's own request: a share of
+    the right x-coordinate and threshold for every owner it lists (values made up)."""
+    req = p.inbox[VICTIM]
+    t = Share.from_bytes((m.self_mask_shares + m.key_shares)[0][1]).threshold
+
+    def made_up() -> bytes:
+        return Share(os.urandom(16), t, VICTIM + 1, secrets.randbelow(PRIME)).to_bytes()
+
+    return encode(UnmaskResponse(m.session_id, m.round, VICTIM,
+                                 tuple((o, made_up()) for o in req.alive),
+                                 tuple((o, made_up()) for o in req.dead)))
 
 
 def _other_stage(p: ServerRoundPlayed, m: Message) -> bytes:
@@ -293,6 +409,53 @@ def _forged_shares(p: ServerRoundPlayed, m: UnmaskResponse) -> tuple[list[bytes]
     return [], _send_instead(p, forged)
 
 
+#: Added to a value's encoding 0x01 || v: another 32-byte value, 1 in its second-to-last byte
+#: (within X25519's clamped bits, so another key too).
+ANOTHER_VALUE = 1 << 8
+#: Added to a value's encoding 0x01 || v: 0x01 || 0x00 || v, a 33-byte value (an invalid seed
+#: or key), whatever v is.
+LONGER_VALUE = (1 << 264) - (1 << 256)
+
+
+def _shifted(kind: str, delta: int) -> Attack:
+    """The attacker's share of the planned owner's value (b or s, see :func:`_exactly_t`)
+    moved so that the t arriving shares interpolate to the true value + ``delta``: with the
+    other holders' x-coordinates x_j known from the graph, adding delta / l_a(0) to y_a, l_a
+    the attacker's Lagrange basis polynomial, moves f(0) by exactly delta (the forgery of
+    Bonawitz et al. CCS 2017 section 4 that only a check of the value itself catches). The
+    response is still well formed and is sent as the attacker's own."""
+
+    def attack(p: ServerRoundPlayed, m: UnmaskResponse) -> tuple[list[bytes], bool]:
+        plan = _exactly_t(p, kind)
+        xa = ATTACKER + 1
+        lagrange = 1
+        for h in plan.answering:
+            lagrange = lagrange * (h + 1) * pow(h + 1 - xa, -1, PRIME) % PRIME
+        step = delta * pow(lagrange, -1, PRIME) % PRIME
+
+        def moved(o: int, raw: bytes) -> bytes:
+            if o != plan.owner:
+                return raw
+            sh = Share.from_bytes(raw)
+            return Share(sh.dealing_id, sh.threshold, sh.x, (sh.y + step) % PRIME).to_bytes()
+
+        field_name = "self_mask_shares" if kind == "b" else "key_shares"
+        shares = tuple((o, moved(o, raw)) for o, raw in getattr(m, field_name))
+        return [], _send_instead(p, dataclasses.replace(m, **{field_name: shares}))
+
+    return attack
+
+
+def _another_dealing(p: ServerRoundPlayed, m: UnmaskResponse) -> tuple[list[bytes], bool]:
+    """Every share the attacker reveals, genuine, but under another dealing id (all zero)."""
+    def relabelled(raw: bytes) -> bytes:
+        sh = Share.from_bytes(raw)
+        return Share(bytes(16), sh.threshold, sh.x, sh.y).to_bytes()
+
+    return [], _send_instead(p, dataclasses.replace(m, self_mask_shares=tuple(
+        (o, relabelled(raw)) for o, raw in m.self_mask_shares)))
+
+
 def _send_instead(p: ServerRoundPlayed, m: Message) -> bool:
     why = p.session.receive(ATTACKER, encode(m))
     if why is not None:
@@ -327,7 +490,16 @@ def _flood_copies(p: ServerRoundPlayed, m: Message, copies: list[bytes]) -> bool
     return False
 
 
-def _server_cases() -> Iterator[ServerCase]:
+def _exactly_t_drops(kind: str) -> dict[Stage, Drop]:
+    """The drops of :func:`_exactly_t`'s plan: the owner at MaskedInput (kind "s"), the
+    droppers at Unmasking."""
+    drops: dict[Stage, Drop] = {UNMASK: lambda p: _exactly_t(p, kind).droppers}
+    if kind == "s":
+        drops[MASK] = lambda p: (_exactly_t(p, kind).owner,)
+    return drops
+
+
+def _server_cases() -> Iterator[ServerCase]:  # noqa: PLR0915 - one statement per case
     ok = "every attacking message refused; the round completes with every honest client " \
          "counted and the sum right"
     yield ServerCase("honest-round", "the round completes; the sum of the survivors is right",
@@ -340,6 +512,15 @@ def _server_cases() -> Iterator[ServerCase]:
         lambda p, m: bytes([WIRE_VERSION + 1]) + encode(m)[1:])})
     yield ServerCase("impersonation", f"{ok} (the victim's own advertisement accepted)", BOTH,
                      {ADV: _frames(_impersonating)})
+    yield ServerCase("impersonation-at-share-keys", f"{ok} (a ShareKeys in client {VICTIM}'s "
+                     "name addressing its neighbours, sent before its own, refused)", BOTH,
+                     {SHARE: _frames(_impersonating_shares)})
+    yield ServerCase("impersonation-at-masked-input", f"{ok} (the attacker's masked input in "
+                     f"client {VICTIM}'s name, sent before its own, refused)", BOTH,
+                     {MASK: _frames(lambda p, m: encode(dataclasses.replace(m, sender=VICTIM)))})
+    yield ServerCase("impersonation-at-unmasking", f"{ok} (an answer to client {VICTIM}'s "
+                     "request in its name, sent before its own, refused)", BOTH,
+                     {UNMASK: _frames(_impersonating_response)})
     yield ServerCase("duplicate-message", ok, BOTH, {SHARE: lambda p, m: (
         [], _flood_copies(p, m, [encode(m)] * 2))})
     yield ServerCase("replay-of-another-session", ok, BOTH,
@@ -365,6 +546,33 @@ def _server_cases() -> Iterator[ServerCase]:
                      "cannot-reconstruct (k = 4, t = 3: no wrong share can be corrected), "
                      "never a wrong sum", BOTH, {UNMASK: _forged_shares},
                      outcome=(AbortReason.CANNOT_RECONSTRUCT.value,))
+    yield ServerCase("forged-self-mask-share-among-exactly-t", "the attacker shifts its share "
+                     "of b_v of an alive neighbour v and a holder of v drops at unmasking: the "
+                     "t shares decode to another 32-byte seed; the round aborts with "
+                     "bad-reconstruction (the commitment), never a sum", BOTH,
+                     {UNMASK: _shifted("b", ANOTHER_VALUE)},
+                     outcome=(AbortReason.BAD_RECONSTRUCTION.value,), drop=_exactly_t_drops("b"))
+    yield ServerCase("forged-key-share-among-exactly-t", "the same with s_u^SK of a neighbour "
+                     "u that dropped at masked input (k = 6, t = 4, n = 9): another 32-byte "
+                     "key; the round aborts with bad-reconstruction (s_u^PK), never a sum",
+                     BOTH, {UNMASK: _shifted("s", ANOTHER_VALUE)},
+                     outcome=(AbortReason.BAD_RECONSTRUCTION.value,), drop=_exactly_t_drops("s"),
+                     graph=(6, 4), n=9)
+    yield ServerCase("forged-shares-frame-an-honest-seed-dealer", "the t shares of b_v are "
+                     "shifted to a 33-byte seed: it does not match v's commitment, so the "
+                     "round aborts with bad-reconstruction naming no one (never bad-dealing "
+                     "naming v)", BOTH, {UNMASK: _shifted("b", LONGER_VALUE)},
+                     outcome=(AbortReason.BAD_RECONSTRUCTION.value,), drop=_exactly_t_drops("b"))
+    yield ServerCase("forged-shares-frame-an-honest-key-dealer", "the t shares of s_u^SK of a "
+                     "dropped u are shifted to a 33-byte key on which every share agrees, but "
+                     "t < 2t - 1 of them: bad-reconstruction naming no one (never bad-dealing "
+                     "naming u)", BOTH, {UNMASK: _shifted("s", LONGER_VALUE)},
+                     outcome=(AbortReason.BAD_RECONSTRUCTION.value,), drop=_exactly_t_drops("s"),
+                     graph=(6, 4), n=9)
+    yield ServerCase("share-under-another-dealing-id", "the attacker's genuine shares under "
+                     "another dealing id are set aside as wrong shares (k = 6, t = 4: five "
+                     "others remain) and the sum is right", BOTH, {UNMASK: _another_dealing},
+                     graph=(6, 4))
     yield ServerCase("flood", f"{FLOOD} junk, wrong-version and duplicate messages refused; "
                      "the sum is right", BOTH, {SHARE: _flood})
     yield ServerCase("short-self-mask-seed-dealing", "the round aborts with bad-dealing "
@@ -376,11 +584,16 @@ def _server_cases() -> Iterator[ServerCase]:
                      drop={MASK: (ATTACKER,)}, graph=(6, 3))
     yield ServerCase("forged-advertisement-signature", ok, MAL, {ADV: _frames(_bad_signature)})
     yield ServerCase("forged-consistency-signature", ok, MAL, {CONS: _frames(_bad_signature)})
+    yield ServerCase("survivors-below-the-minimum", "min_survivors = 7 and two clients drop at "
+                     "masked input, chosen so that every mask could still be removed: the "
+                     "round aborts with too-few-survivors before any UnmaskRequest", BOTH,
+                     outcome=(AbortReason.TOO_FEW_SURVIVORS.value,), drop={MASK: _below_minimum},
+                     graph=(6, 4), overrides={"min_survivors": 7}, no_unmasking=True)
     yield ServerCase("too-many-dropouts", "the round aborts, typed (too-few-survivors or "
-                     "unrecoverable-dropout), before any unmasking share is requested", BOTH,
+                     "unrecoverable-dropout), before any UnmaskRequest", BOTH,
                      outcome=(AbortReason.TOO_FEW_SURVIVORS.value,
                               AbortReason.UNRECOVERABLE_DROPOUT.value),
-                     drop={MASK: (0, 1, 2, 4, 6, 7)})
+                     drop={MASK: (0, 1, 2, 4, 6, 7)}, no_unmasking=True)
 
 
 CASES: tuple[ServerCase, ...] = tuple(_server_cases())
@@ -394,18 +607,16 @@ def _judge(case: ServerCase, p: ServerRoundPlayed) -> tuple[str, bool]:  # noqa:
         return f"accepted {len(accepted)} attacking message(s) at {accepted[0]}", False
     if p.honest_refused:
         return "refused an honest message: " + "; ".join(p.honest_refused[:2]), False
+    unmask = sum(isinstance(m, UnmaskRequest) for m in p.sent)
+    if case.no_unmasking and unmask:
+        ended = f"aborted with {p.aborted.reason}" if p.aborted else "completed"
+        return f"sent {unmask} UnmaskRequest(s), then {ended}", False
     if case.outcome != ("sum",):
-        if p.aborted is None:
-            return f"completed instead of aborting with {' or '.join(case.outcome)}", False
-        if p.aborted.reason not in case.outcome:
-            return f"aborted with {p.aborted.reason} ({p.aborted.detail})", False
-        if case.dealer is not None and ATTACKER not in p.aborted.clients:
-            return f"aborted with {p.aborted.reason} without naming the dealer", False
-        return f"aborted with {p.aborted.reason} {list(p.aborted.clients) or ''}".strip(), True
+        return _judge_abort(case, p)
     if p.aborted is not None:
         return f"aborted: {p.aborted.reason} ({p.aborted.detail})", False
     survivors = p.session.survivors
-    dropped = {u for us in case.drop.values() for u in us}
+    dropped = {u for us in p.dropped.values() for u in us}
     honest = set(p.clients) - {ATTACKER} - dropped
     if not honest <= survivors:
         return f"honest client(s) {sorted(honest - survivors)} not counted", False
@@ -420,6 +631,24 @@ def _judge(case: ServerCase, p: ServerRoundPlayed) -> tuple[str, bool]:  # noqa:
             (f"; {refused} attacking message(s) refused" if refused else "")), True
 
 
+def _judge_abort(case: ServerCase, p: ServerRoundPlayed) -> tuple[str, bool]:
+    """A case that must abort: with one of its reasons, naming no client but its dealer, and
+    publishing nothing."""
+    if p.aborted is None:
+        return f"completed instead of aborting with {' or '.join(case.outcome)}", False
+    if p.session.aggregate is not None:
+        return f"aborted with {p.aborted.reason} but published a sum", False
+    named = sorted(set(p.aborted.clients) - ({ATTACKER} if case.dealer else set()))
+    if named:
+        return (f"aborted with {p.aborted.reason} naming honest client(s) {named} "
+                f"({p.aborted.detail})"), False
+    if p.aborted.reason not in case.outcome:
+        return f"aborted with {p.aborted.reason} ({p.aborted.detail})", False
+    if case.dealer is not None and ATTACKER not in p.aborted.clients:
+        return f"aborted with {p.aborted.reason} without naming the dealer", False
+    return f"aborted with {p.aborted.reason} {list(p.aborted.clients) or ''}".strip(), True
+
+
 def run_server_suite(target: ServerTarget | None = None, *, modes: Sequence[str] = BOTH,
                      cases: Sequence[str] = (),
                      on_result: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
@@ -430,8 +659,9 @@ def run_server_suite(target: ServerTarget | None = None, *, modes: Sequence[str]
     if unknown:
         raise ValueError(f"unknown case(s) or mode(s): {', '.join(unknown)}")
     results = []
+    cohort = range(max(c.n for c in CASES))
     for mode in modes:
-        identities = ({u: SigningKey.generate() for u in range(8)} if mode == "malicious"
+        identities = ({u: SigningKey.generate() for u in cohort} if mode == "malicious"
                       else None)
         for case in CASES:
             if mode not in case.modes or (cases and case.name not in cases):
@@ -453,4 +683,3 @@ def run_server_suite(target: ServerTarget | None = None, *, modes: Sequence[str]
 
 __all__ = ["CASES", "InProcessServer", "ServerCase", "ServerSession", "ServerTarget",
            "play_server", "run_server_suite"]
-

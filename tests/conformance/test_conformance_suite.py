@@ -223,6 +223,39 @@ def test_a_server_without_the_sender_check_fails_impersonation():
     assert set(bad) == {("impersonation", "semi-honest")}
 
 
+def test_a_server_that_skips_the_seed_commitment_fails_the_exactly_t_forgery(monkeypatch):
+    """b_u decoded from exactly t shares, one forged, is another valid seed: only the
+    commitment check refuses it. Without that check the server removes the wrong self mask."""
+    from protocol.stages import unmasking
+
+    monkeypatch.setattr(unmasking.CollectResponses, "_self_seed",
+                        lambda self, u, got: self._secret(u, "b", got))
+    results = sc.run_server_suite(modes=["semi-honest"], cases=[
+        "forged-self-mask-share-among-exactly-t", "honest-round"])
+    assert set(failed(results)) == {("forged-self-mask-share-among-exactly-t", "semi-honest")}
+
+
+def test_a_server_that_blames_any_dealer_of_a_bad_key_fails_the_framing_case(monkeypatch):
+    """A server that names the dealer whenever s_u^SK fails its check, without 2t - 1 agreeing
+    shares, lets t colluding holders frame an honest client."""
+    from protocol.errors import AbortReason, RoundAborted
+    from protocol.stages import unmasking
+
+    honest = unmasking.CollectResponses._mask_key
+
+    def blames(self, u, got):
+        try:
+            return honest(self, u, got)
+        except RoundAborted as exc:
+            raise RoundAborted(exc.stage, AbortReason.BAD_DEALING, "blamed", clients=(u,)
+                               ) from None
+
+    monkeypatch.setattr(unmasking.CollectResponses, "_mask_key", blames)
+    results = sc.run_server_suite(modes=["semi-honest"], cases=[
+        "forged-shares-frame-an-honest-key-dealer", "honest-round"])
+    assert set(failed(results)) == {("forged-shares-frame-an-honest-key-dealer", "semi-honest")}
+
+
 def test_server_suite_cli_exit_code(capsys):
     assert main(["conformance", "server", "--mode", "malicious", "--case", "flood",
                  "--case", "forged-consistency-signature"]) == 0
