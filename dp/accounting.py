@@ -1,5 +1,11 @@
-"""Renyi-DP accounting for the events of :mod:`dp.events`, (epsilon, delta) conversion, and
-planning.
+"""Renyi-DP and Gaussian-DP accounting for the events of :mod:`dp.events`, (epsilon, delta)
+conversion, and planning.
+
+Two sound bounds are kept for every composition and the smaller epsilon is reported: the
+Renyi-DP curve below, and, when every event has one, the Gaussian-DP parameter of
+:mod:`dp.gdp` (Gaussian events exactly; Skellam events by a numerical certificate as tight as
+the Gaussian's privacy loss distribution). The distributed discrete Gaussian and zCDP events
+have Renyi-DP bounds only.
 
 Stateful accountant after dp_accounting's ``PrivacyAccountant``: ``supports(event)`` is checked
 before any state changes; ``compose`` adds the event's RDP curve at every order; ``epsilon``
@@ -51,10 +57,16 @@ from .events import (
     SkellamDpEvent,
     ZCDpEvent,
 )
+from .gdp import event_mu, gdp_epsilon
 
 ORDERS: tuple[int, ...] = (*range(2, 257), 320, 384, 448, 512, 640, 768, 1024, 1536, 2048,
                            4096, 8192)
-ACCOUNTANT_NAME = "secagg-rdp/1"
+#: Renyi DP and, where every event has one, the Gaussian-DP bound of :mod:`dp.gdp`; the smaller
+#: epsilon of the two (both are sound bounds on the same composition).
+ACCOUNTANT_NAME = "secagg-rdp-gdp/1"
+#: Renyi DP alone: how ledgers opened under this name are recomputed.
+RDP_ONLY_NAME = "secagg-rdp/1"
+ACCOUNTANTS = (ACCOUNTANT_NAME, RDP_ONLY_NAME)
 
 
 def skellam_rdp(order: int, l1: float, l2: float, mu: float) -> float:
@@ -191,16 +203,36 @@ def rdp_to_epsilon(rdp: Sequence[float], delta: float,
     return max(0.0, best), best_order
 
 
-class RdpAccountant:
-    """Composes events (after dp_accounting's PrivacyAccountant, with ``supports`` first)."""
+def _event_gdp(event: DpEvent) -> tuple[float, float] | None:
+    """(mu^2, eta) of the event by :mod:`dp.gdp`, or None where it gives no bound."""
+    try:
+        mu, eta = event_mu(event)
+    except AccountingError:
+        return None
+    return mu * mu, eta
 
-    def __init__(self, orders: Sequence[int] = ORDERS) -> None:
+
+class RdpAccountant:
+    """Composes events (after dp_accounting's PrivacyAccountant, with ``supports`` first).
+
+    Two bounds are kept for the same composition: the Renyi-DP curve at ``orders`` and, while
+    every event composed has one, the Gaussian-DP parameter (sum of mu_i^2, sum of eta_i) of
+    :mod:`dp.gdp`. ``epsilon`` is the smaller of the two conversions; ``gdp=False`` keeps the
+    Renyi-DP bound alone (the ``secagg-rdp/1`` accountant of older ledgers)."""
+
+    def __init__(self, orders: Sequence[int] = ORDERS, *, gdp: bool = True) -> None:
         if not orders or any(isinstance(a, bool) or not isinstance(a, int) or a < 2
                              for a in orders):
             raise AccountingError("orders must be integers >= 2")
         self.orders = tuple(orders)
         self._rdp = np.zeros(len(self.orders))
+        self._with_gdp = gdp
+        self._gdp: tuple[float, float] | None = (0.0, 0.0) if gdp else None
         self.events: list[DpEvent] = []
+
+    @property
+    def name(self) -> str:
+        return ACCOUNTANT_NAME if self._with_gdp else RDP_ONLY_NAME
 
     def supports(self, event: DpEvent) -> bool:
         return _check(event) is None
@@ -209,23 +241,46 @@ class RdpAccountant:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise AccountingError(f"count must be a positive int, got {count!r}")
         curve = event_rdp(event, self.orders)  # raises before any state changes
+        gdp = self._after(event, count)
         with np.errstate(over="ignore"):  # sums beyond float range are +inf
             self._rdp = self._rdp + count * curve
+        self._gdp = gdp
         self.events.append(event if count == 1 else SelfComposedDpEvent(event, count))
         return self
+
+    def _after(self, event: DpEvent, count: int) -> tuple[float, float] | None:
+        if self._gdp is None:
+            return None
+        one = _event_gdp(event)
+        if one is None:
+            return None
+        return self._gdp[0] + count * one[0], self._gdp[1] + count * one[1]
 
     @property
     def rdp(self) -> np.ndarray:
         return self._rdp.copy()
 
+    @property
+    def gdp(self) -> tuple[float, float] | None:
+        """(mu, eta) of the composition so far, or None when some event has no GDP bound."""
+        return None if self._gdp is None else (math.sqrt(self._gdp[0]), self._gdp[1])
+
     def epsilon(self, delta: float) -> float:
-        return rdp_to_epsilon(self._rdp, delta, self.orders)[0]
+        return _epsilon(self._rdp, self._gdp, delta, self.orders)
 
     def epsilon_after(self, event: DpEvent, delta: float) -> float:
         """Epsilon if ``event`` were composed now (the budget filter's question); no change."""
         with np.errstate(over="ignore"):
             rdp = self._rdp + event_rdp(event, self.orders)
-        return rdp_to_epsilon(rdp, delta, self.orders)[0]
+        return _epsilon(rdp, self._after(event, 1), delta, self.orders)
+
+
+def _epsilon(rdp: np.ndarray, gdp: tuple[float, float] | None, delta: float,
+             orders: Sequence[int]) -> float:
+    eps = rdp_to_epsilon(rdp, delta, orders)[0]
+    if gdp is not None:
+        eps = min(eps, gdp_epsilon(math.sqrt(gdp[0]), gdp[1], delta))
+    return eps
 
 
 def fold_sampler_distance(epsilon: float, delta: float, tv_total: float) -> float:
@@ -273,9 +328,7 @@ def plan_noise(make_event, *, epsilon: float, delta: float, rounds: int,
         raise ParameterError(f"rounds must be a positive int, got {rounds!r}")
 
     def eps(z: float) -> float:
-        with np.errstate(over="ignore"):
-            rdp = rounds * event_rdp(make_event(z))
-        return rdp_to_epsilon(rdp, delta)[0]
+        return RdpAccountant().compose(make_event(z), rounds).epsilon(delta)
 
     if eps(hi) > epsilon:
         raise ParameterError(f"even noise {hi:g} does not reach epsilon {epsilon:g}")

@@ -46,10 +46,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .accounting import (
     ACCOUNTANT_NAME,
+    ACCOUNTANTS,
+    RDP_ONLY_NAME,
     RdpAccountant,
-    event_rdp,
     fold_sampler_distance,
-    rdp_to_epsilon,
 )
 from .errors import AccountingError, BudgetExceeded, BudgetMismatch, LedgerError, ParameterError
 from .events import DpEvent, from_json, to_json
@@ -287,6 +287,11 @@ def _verify(  # noqa: PLR0912, PLR0915 - one pass over the lines, each check in 
         budget = Budget(**opening["budget"])
     except (KeyError, TypeError, ParameterError) as exc:
         raise LedgerError(f"bad budget in the open entry: {exc}", 1) from None
+    name = opening.get("accountant", RDP_ONLY_NAME)
+    if name not in ACCOUNTANTS:
+        raise LedgerError(f"unknown accountant {name!r} in the open entry (known: "
+                          f"{', '.join(ACCOUNTANTS)})", 1)
+    with_gdp = name == ACCOUNTANT_NAME
     recorded_key = opening.get("public_key")
     pub = None
     if public_key is not None:
@@ -303,9 +308,9 @@ def _verify(  # noqa: PLR0912, PLR0915 - one pass over the lines, each check in 
     if independent:
         from .crosscheck import LibraryAccountant
 
-        acc = LibraryAccountant()
+        acc = LibraryAccountant(gdp=with_gdp)
     events: list[DpEvent] = []
-    own = RdpAccountant()
+    own = RdpAccountant(gdp=with_gdp)
     tv_total = 0.0
     rows = []
     prev_entry = None
@@ -557,9 +562,7 @@ class Ledger:
         d = delta_for_rdp(self.budget, tv)
         try:
             with np.errstate(all="ignore"):
-                rdp = self._acc.rdp + event_rdp(event, self._acc.orders)
-            eps, _ = rdp_to_epsilon(rdp, d, self._acc.orders)
-            eps = float(eps)
+                eps = float(self._acc.epsilon_after(event, d))
             # compare what will be written (epsilon rounded up), so the ledger always verifies
             fits = math.isfinite(eps) and round_up(eps, EPS_DIGITS) <= self.budget.epsilon
             delta = fold_sampler_distance(eps, d, tv) if fits else math.inf
@@ -592,7 +595,7 @@ class Ledger:
                  "clip_norm": float(clip_norm), "mechanism": mechanism,
                  "event": to_json(event), "sampler_tv": float(sampler_tv),
                  "epsilon": round_up(eps, EPS_DIGITS), "delta": float(delta),
-                 "accountant": {"name": ACCOUNTANT_NAME, "versions": versions()},
+                 "accountant": {"name": self._acc.name, "versions": versions()},
                  "model_hash": model_hash, "record_level": record_level}
         if self._key is not None:
             entry["signature"] = _sign(self._key, entry)

@@ -83,7 +83,9 @@ INDEPENDENT_ACCOUNTANT = (
     "(dp_accounting.rdp.rdp_privacy_accountant) at the integer orders of dp.accounting.ORDERS; "
     "composition and the RDP-to-(epsilon, delta) conversion are dp_accounting's own code, the "
     "Skellam and distributed discrete Gaussian RDP curves a second implementation in "
-    "dp/crosscheck.py"
+    "dp/crosscheck.py; for ledgers of the Gaussian-DP accountant also a second Skellam GDP "
+    "certificate (Miller's recurrence for the pmf) converted by dp_accounting's "
+    "GaussianPrivacyLoss"
 )
 
 _MAX_TEXT = 300  # characters of one ledger value shown (longer ones cut, the cut marked)
@@ -634,10 +636,13 @@ def _epsilons(report: VerifyReport | None, rows: list[_Row], ok: bool) -> str:
         version = metadata.version("dp-accounting")
     except metadata.PackageNotFoundError:
         version = "not installed"
+    name = report.accountant.name if report is not None else ACCOUNTANT_NAME
+    bounds = ("the smaller of Renyi DP and Gaussian DP (dp.gdp)" if name == ACCOUNTANT_NAME
+              else "Renyi DP alone")
     who = (f"recomputed from the recorded events by {html.escape(INDEPENDENT_ACCOUNTANT)} "
            f"(dp-accounting {_e(version)}, {len(ORDERS)} orders from {ORDERS[0]} to "
-           f"{ORDERS[-1]}); the ledger was written by {ACCOUNTANT_NAME} "
-           "(dp.accounting.RdpAccountant)")
+           f"{ORDERS[-1]}, and its own Gaussian-DP certificate); the ledger was written by "
+           f"{_e(name)} (dp.accounting.RdpAccountant: {bounds})")
     if ok:
         assert report is not None
         return (f"every recorded cumulative epsilon and delta matches, within the budget; "

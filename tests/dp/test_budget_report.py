@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from dp.accounting import ACCOUNTANT_NAME
 from dp.errors import LedgerError
 from dp.events import SkellamDpEvent
 from dp.ledger import Budget, Ledger, canonical_line, line_hash, public_key_hex, verify
@@ -128,7 +129,7 @@ def test_valid_report_names_every_check(signed):
     opening = json.loads(path.read_bytes().splitlines()[0])
     assert f"<td>{opening['created']}</td>" in page and "<td>server</td>" in page
     assert "<th>Budget epsilon</th><td>6</td>" in page and "<td>1e-05</td>" in page
-    assert f"lines 2&ndash;{ROUNDS + 1}: secagg-rdp/1: cryptography" in page
+    assert f"lines 2&ndash;{ROUNDS + 1}: {ACCOUNTANT_NAME}: cryptography" in page
     assert f"numpy {metadata.version('numpy')}" in page
 
 
