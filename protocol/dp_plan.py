@@ -20,9 +20,15 @@ would exceed its budget; each client consults its own ledger before it joins and
 its own participations would exceed its budget (it then sends nothing: a dropout at
 AdvertiseKeys). No amplification by sampling is claimed: the server picks the cohort.
 
-Weighted aggregation (FedAvg weights): a client with weight w sends v = (w'/W)[x, C] with
-w' = min(w, W) for the configured maximum W, so ||v|| <= sqrt(2) C and the weight sum rides in
-the last coordinate; the server divides the decoded vector by the decoded weight sum.
+Weighted aggregation (FedAvg weights n_k) with a fixed, public denominator (McMahan, Ramage,
+Talwar, Zhang ICLR 2018, section 3, the estimator with a fixed denominator): a client with
+weight w sends (w'/W) x with w' = min(w, W) for the configured public cap W, so its vector has
+norm at most C and the sensitivity stays C; the server divides the decoded sum by
+|U3| m / W, where |U3| is the number of survivors (public in the protocol) and m the
+configured public mean weight of a client (``DPConfig.mean_weight``, W when not given). The
+estimate is the FedAvg mean sum w'_k x_k / sum w'_k when the survivors' mean capped weight is
+m, and that mean scaled by (their mean capped weight) / m otherwise: a deterministic factor,
+never noise in a denominator.
 """
 
 from __future__ import annotations
@@ -61,8 +67,11 @@ class DPConfig:
     min_survivors: int | None = None  # n_min; default n - ceil(dropout_rate n)
     noise_multiplier: float | None = None  # None: planned from (epsilon, delta, rounds)
     weighted: bool = False
-    max_weight: float = 1.0
+    max_weight: float = 1.0  # W: the public cap on a client's weight
+    mean_weight: float | None = None  # m: the public mean weight (the denominator); None: W
     wrap_bound: float = 2.0**-30
+    bits: int | None = None  # the ring width b; None: the smallest that meets the wrap bound
+    max_inflation: float = 0.005  # rounding may enlarge the sensitivity by at most this
 
     def __post_init__(self) -> None:
         for name in ("clip_norm", "epsilon", "max_weight"):
@@ -75,6 +84,18 @@ class DPConfig:
             raise ParameterError(f"delta must be in (0, 1), got {self.delta!r}")
         if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
             raise ParameterError(f"rounds must be a positive int, got {self.rounds!r}")
+        if self.mean_weight is not None and (
+            isinstance(self.mean_weight, bool) or not isinstance(self.mean_weight, int | float)
+            or not (math.isfinite(self.mean_weight) and 0 < self.mean_weight <= self.max_weight)
+        ):
+            raise ParameterError(f"mean_weight must be a number in (0, max_weight = "
+                                 f"{self.max_weight}], got {self.mean_weight!r}")
+        if self.bits is not None and (isinstance(self.bits, bool) or not isinstance(
+                self.bits, int) or not 8 <= self.bits <= 64):
+            raise ParameterError(f"bits must be an int in [8, 64] or None, got {self.bits!r}")
+        if isinstance(self.max_inflation, bool) or not isinstance(
+                self.max_inflation, int | float) or not 0 < self.max_inflation <= 1:
+            raise ParameterError(f"max_inflation must be in (0, 1], got {self.max_inflation!r}")
         if self.mechanism not in MECHANISMS:
             raise ParameterError(f"mechanism must be one of {MECHANISMS}")
         if self.noise_multiplier is not None and not (
@@ -86,6 +107,11 @@ class DPConfig:
     @property
     def budget(self) -> Budget:
         return Budget(self.epsilon, self.delta)
+
+    @property
+    def denominator_weight(self) -> float:
+        """m: the public mean weight the weighted estimate divides by (W when not given)."""
+        return self.max_weight if self.mean_weight is None else float(self.mean_weight)
 
 
 @dataclass(frozen=True)
@@ -129,7 +155,8 @@ class DPPlan:
                 "planned_variance": self.local_variance * self.honest_min,
                 "actual_variance": (None if survivors is None
                                     else self.local_variance * survivors),
-                "weighted": self.config.weighted, "max_weight": self.config.max_weight}
+                "weighted": self.config.weighted, "max_weight": self.config.max_weight,
+                "mean_weight": self.config.denominator_weight if self.config.weighted else None}
 
 
 def plan_dp(config: DPConfig, round_config: RoundConfig, cohort: int, dim: int) -> DPPlan:
@@ -152,12 +179,10 @@ def _plan_dp(config: DPConfig, round_config: RoundConfig, cohort: int, dim: int)
     if honest < 1:
         raise ParameterError(f"n_min {n_min} leaves no honest survivor with {params.corrupted} "
                              "assumed corrupted clients")
-    rc = dataclasses.replace(round_config, min_survivors=max(n_min, params.min_survivors))
-    rdim = dim + 1 if config.weighted else dim
-    cnorm = config.clip_norm * (math.sqrt(2) if config.weighted else 1.0)
-    probe, _ = choose_encoding(clients=cohort, clip_norm=cnorm, dim=rdim, noise_multiplier=1.0,
+    cnorm = config.clip_norm  # a weighted vector (w'/W) x has norm <= C too
+    probe, _ = choose_encoding(clients=cohort, clip_norm=cnorm, dim=dim, noise_multiplier=1.0,
                                min_clients=honest, mechanism=config.mechanism, bits=64,
-                               wrap_bound=0.5)
+                               wrap_bound=0.5, max_inflation=config.max_inflation)
     b, l1, dpad = probe.l2_sensitivity, probe.l1_sensitivity, probe.padded_dim
 
     def event(z: float) -> DpEvent:
@@ -170,16 +195,20 @@ def _plan_dp(config: DPConfig, round_config: RoundConfig, cohort: int, dim: int)
         # leave room in delta for the sampler's distance (at most ~1e-30 per sample)
         z = plan_noise(event, epsilon=config.epsilon, delta=config.delta * (1 - 1e-6),
                        rounds=config.rounds)
-    enc, local = choose_encoding(clients=cohort, clip_norm=cnorm, dim=rdim, noise_multiplier=z,
+    enc, local = choose_encoding(clients=cohort, clip_norm=cnorm, dim=dim, noise_multiplier=z,
                                  min_clients=honest, mechanism=config.mechanism,
-                                 bits=round_config.bits, wrap_bound=config.wrap_bound)
+                                 bits=config.bits, wrap_bound=config.wrap_bound,
+                                 max_inflation=config.max_inflation)
+    # the ring width travels in the round configuration: the plan's own b
+    rc = dataclasses.replace(round_config, bits=enc.bits,
+                             min_survivors=max(n_min, params.min_survivors))
     return DPPlan(config, rc, cohort, dim, n_min, honest, enc, z, local)
 
 
-def weigh(x: np.ndarray, weight: float | None, *, weighted: bool, clip_norm: float,
-          max_weight: float) -> np.ndarray:
-    """The clipped ``x`` as a weighted plan sends it: (w'/W)[x, C] with w' = min(w, W) (see
-    the module docstring); ``x`` itself when unweighted. Raises UpdateError for a missing,
+def weigh(x: np.ndarray, weight: float | None, *, weighted: bool, max_weight: float
+          ) -> np.ndarray:
+    """The clipped ``x`` as a weighted plan sends it: (w'/W) x with w' = min(w, W) (see the
+    module docstring); ``x`` itself when unweighted. Raises UpdateError for a missing,
     negative or non-finite weight, or a weight given to an unweighted plan."""
     if not weighted:
         if weight is not None:
@@ -188,17 +217,17 @@ def weigh(x: np.ndarray, weight: float | None, *, weighted: bool, clip_norm: flo
     if weight is None or isinstance(weight, bool) or not isinstance(weight, int | float) or \
             not (math.isfinite(weight) and weight >= 0):
         raise UpdateError(f"weighted aggregation needs a finite weight >= 0, got {weight!r}")
-    return np.append(x, clip_norm) * (min(float(weight), max_weight) / max_weight)
+    return x * (min(float(weight), max_weight) / max_weight)
 
 
-def unweigh(v: np.ndarray, *, weighted: bool, clip_norm: float) -> np.ndarray:
-    """The decoded sum ``v`` of :func:`weigh`'s vectors as the weighted mean (the last
-    coordinate carries the sum of w'/W), or ``v`` itself when unweighted; all NaN when the
-    decoded weight sum is not positive."""
-    if not weighted:
+def unweigh(v: np.ndarray, *, config: DPConfig, survivors: int) -> np.ndarray:
+    """The decoded sum ``v`` of :func:`weigh`'s vectors as the weighted mean: v divided by the
+    public denominator |U3| m / W; ``v`` itself (the sum) when unweighted."""
+    if not config.weighted:
         return v
-    total = v[-1] / clip_norm
-    return v[:-1] / total if total > 0 else np.full(v.size - 1, np.nan)
+    if isinstance(survivors, bool) or not isinstance(survivors, int) or survivors < 1:
+        raise ParameterError(f"survivors must be a positive int, got {survivors!r}")
+    return v / (survivors * config.denominator_weight / config.max_weight)
 
 
 def rotation_seed(session_id: bytes, round: int) -> bytes:
@@ -236,8 +265,7 @@ class DPClient:
             raise UpdateError(f"update has {vec.size} coordinates, the plan {plan.update_dim}")
         self.spec = spec
         x, self.last_norm = clip(vec, cfg.clip_norm)
-        x = weigh(x, weight, weighted=cfg.weighted, clip_norm=cfg.clip_norm,
-                  max_weight=cfg.max_weight)
+        x = weigh(x, weight, weighted=cfg.weighted, max_weight=cfg.max_weight)
         rng = rng if rng is not None else CryptoRandom()
         z = encode(x, plan.encoding, rotation_seed(session_id, round), rng)
         if not self._no_noise:
@@ -257,6 +285,7 @@ class DPServer:
 
     def __init__(self, plan: DPPlan, ledger: Ledger | None = None) -> None:
         self.plan, self.ledger = plan, ledger
+        self._committed: tuple[bytes, int, int] | None = None  # (session, round, |U3|)
 
     def check_budget(self) -> tuple[float, float]:
         if self.ledger is None:
@@ -277,9 +306,14 @@ class DPServer:
                                      clip_norm=p.config.clip_norm,
                                      mechanism=p.mechanism_record(survivors),
                                      sampler_tv=p.sampler_tv, model_hash=model_hash)
+        self._committed = (bytes(session_id), round, survivors)
 
     def finish(self, aggregate: np.ndarray, *, session_id: bytes, round: int) -> np.ndarray:
-        """The decoded sum (or weighted mean) of a committed round."""
-        p = self.plan
+        """The decoded sum (or weighted mean) of the round last committed; ParameterError for
+        any other round."""
+        p, done = self.plan, self._committed
+        if done is None or done[:2] != (bytes(session_id), round):
+            raise ParameterError("finish: this round was not committed (commit it with its "
+                                 "survivors first)")
         v = decode(aggregate, p.encoding, rotation_seed(session_id, round))
-        return unweigh(v, weighted=p.config.weighted, clip_norm=p.config.clip_norm)
+        return unweigh(v, config=p.config, survivors=done[2])

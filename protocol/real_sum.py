@@ -8,8 +8,9 @@ for which the sum of the whole cohort wraps modulo 2^b with probability at most 
 (the same union bound as the DP plan, with zero noise variance), so precision is as fine as
 the ring allows.
 
-Weighted aggregation (FedAvg weights n_k) is :mod:`protocol.dp_plan`'s: a client with weight w
-sends (w'/W)[x, C] with w' = min(w, W); the server divides by the decoded weight sum.
+Weighted aggregation (FedAvg weights n_k): with no noise, the weight sum travels exactly in
+one more coordinate. A client with weight w sends (w'/W)[x, C] with w' = min(w, W) (norm at
+most sqrt(2) C); the server divides the decoded vector by the decoded weight sum.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dp.randomness import CryptoRandom
 from dp.update import UpdateSpec, clip, flatten
 
 from .config import RoundConfig
-from .dp_plan import rotation_seed, unweigh, weigh
+from .dp_plan import rotation_seed, weigh
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,25 @@ def plan_sum(config: SumConfig, round_config: RoundConfig, cohort: int, dim: int
     return SumPlan(config, cohort, dim, EncodingPlan(rdim, 2.0**lo, bits, cnorm))
 
 
+def _weigh(x: np.ndarray, weight: float | None, *, weighted: bool, clip_norm: float,
+           max_weight: float) -> np.ndarray:
+    """(w'/W)[x, C] with w' = min(w, W) when weighted, else ``x``; the weight is checked by
+    :func:`protocol.dp_plan.weigh` (UpdateError)."""
+    if not weighted:
+        return weigh(x, weight, weighted=False, max_weight=max_weight)
+    scale = weigh(np.ones(1), weight, weighted=True, max_weight=max_weight)[0]
+    return np.append(x, clip_norm) * scale
+
+
+def _unweigh(v: np.ndarray, *, weighted: bool, clip_norm: float) -> np.ndarray:
+    """The decoded sum of :func:`_weigh`'s vectors as the weighted mean (all NaN when the
+    decoded weight sum is not positive), or ``v`` itself when unweighted."""
+    if not weighted:
+        return v
+    total = v[-1] / clip_norm
+    return v[:-1] / total if total > 0 else np.full(v.size - 1, np.nan)
+
+
 class SumClient:
     """Clip, rotate, scale and round one update into the ring (no noise)."""
 
@@ -99,8 +119,8 @@ class SumClient:
         if vec.size != plan.update_dim:
             raise UpdateError(f"update has {vec.size} coordinates, the plan {plan.update_dim}")
         x, _ = clip(vec, cfg.clip_norm)
-        x = weigh(x, weight, weighted=cfg.weighted, clip_norm=cfg.clip_norm,
-                  max_weight=cfg.max_weight)
+        x = _weigh(x, weight, weighted=cfg.weighted, clip_norm=cfg.clip_norm,
+                   max_weight=cfg.max_weight)
         z = encode(x, plan.encoding, rotation_seed(session_id, round), CryptoRandom())
         return to_ring(z, plan.encoding.bits)
 
@@ -109,7 +129,7 @@ def finish_sum(plan: SumPlan, aggregate: np.ndarray, *, session_id: bytes,
                round: int) -> np.ndarray:
     """The decoded sum of the survivors' clipped updates, or their weighted mean."""
     v = decode(aggregate, plan.encoding, rotation_seed(session_id, round))
-    return unweigh(v, weighted=plan.config.weighted, clip_norm=plan.config.clip_norm)
+    return _unweigh(v, weighted=plan.config.weighted, clip_norm=plan.config.clip_norm)
 
 
 __all__ = ["SumClient", "SumConfig", "SumPlan", "finish_sum", "plan_sum"]

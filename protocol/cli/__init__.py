@@ -55,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return conformance(args)
     if args.command in ("server", "client", "certs"):
         return run_net(args)
+    dp_bits, args.bits = args.bits, 32 if args.bits is None else args.bits
     if args.epsilon is not None:
+        args.bits = dp_bits  # None: the DP plan chooses b
         if args.workers != 1:
             print("secagg: --workers runs plain rounds only: DP clients keep their ledgers in "
                   "this process", file=sys.stderr)

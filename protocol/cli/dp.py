@@ -42,8 +42,11 @@ def simulate_dp(args: argparse.Namespace, show, finish) -> int:
     1 when a round is refused by the budget filter or aborts, 0 otherwise."""
     try:
         cfg = DPConfig(clip_norm=args.clip, epsilon=args.epsilon, delta=args.delta,
-                       rounds=args.rounds, mechanism=args.mechanism, min_survivors=args.n_min)
-        plan = plan_dp(cfg, round_config(args), args.clients, args.dim)
+                       rounds=args.rounds, mechanism=args.mechanism, min_survivors=args.n_min,
+                       bits=args.bits)
+        # the plan's round configuration carries its own b; 32 here is only a placeholder
+        plan = plan_dp(cfg, round_config(argparse.Namespace(**{**vars(args), "bits": 32})),
+                       args.clients, args.dim)
         ledger = (open_ledger(args.ledger, cfg.budget, key=None, owner="simulation")
                   if args.ledger is not None else None)
     except (DPError, *ROUND_ERRORS) as exc:

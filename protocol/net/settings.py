@@ -163,7 +163,8 @@ def _dp_config(t: _Table | None) -> DPConfig | None:
         return None
     kinds = {"clip_norm": float, "epsilon": float, "delta": float, "rounds": int,
              "mechanism": str, "min_survivors": int, "noise_multiplier": float,
-             "weighted": bool, "max_weight": float, "wrap_bound": float}
+             "weighted": bool, "max_weight": float, "mean_weight": float,
+             "wrap_bound": float, "bits": int, "max_inflation": float}
     kw = {k: t.get(k, kind) for k, kind in kinds.items() if k in t.data}
     t.done()
     try:
@@ -246,7 +247,8 @@ class ServerSettings(Common):
     output_dir: Path | None = None
 
     def message_bound(self, vector_words: int) -> int:
-        width = 4 if self.round.bits <= 32 else 8
+        # a DP plan chooses its own b (at most 64): bound it by the widest word
+        width = 4 if self.round.bits <= 32 and self.dp is None else 8
         auto = vector_words * width + 64 * 1024 + 300 * len(self.registry.members)
         return self.max_message_bytes or auto
 

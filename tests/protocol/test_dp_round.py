@@ -20,6 +20,7 @@ from dp.events import DistributedDiscreteGaussianDpEvent, SkellamDpEvent
 from dp.ledger import Budget, Ledger, verify
 from dp.randomness import CryptoRandom
 from protocol import RoundAborted, RoundConfig
+from protocol.dp_plan import unweigh
 from protocol.dp_round import DPConfig, plan_dp, run_dp_round
 
 N, DIM = 12, 500
@@ -288,15 +289,17 @@ def test_unweighted_round_decodes_the_sum(seeded_noise):
 
 
 def test_weighted_round_decodes_the_weighted_mean(seeded_noise):
-    n, dim, cap, c = 12, DIM, 5.0, 2.0  # C != 1: the weight sum rides in units of C
-    plan = plan_dp(config(epsilon=200.0, weighted=True, max_weight=cap, clip_norm=c),
-                   ROUND_CONFIG, n, dim)
-    rng = np.random.default_rng(7)
-    v = rng.normal(size=dim)
-    v /= np.linalg.norm(v)
+    n, dim, cap, c = 12, DIM, 5.0, 2.0
     # client u sends a_u v + (a small private part); heavier clients have larger a_u, so that
     # the weighted mean, the unweighted mean and the uncapped mean differ along v
     weights = np.array([0.5, 0.5, 1.0, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 100.0])
+    w = np.minimum(weights, cap)
+    # the public denominator: the cohort's mean capped weight
+    plan = plan_dp(config(epsilon=200.0, weighted=True, max_weight=cap, clip_norm=c,
+                          mean_weight=float(w.mean())), ROUND_CONFIG, n, dim)
+    rng = np.random.default_rng(7)
+    v = rng.normal(size=dim)
+    v /= np.linalg.norm(v)
     a = np.linspace(-0.6, 0.6, n)
     ups = []
     for u in range(n):
@@ -305,14 +308,13 @@ def test_weighted_round_decodes_the_weighted_mean(seeded_noise):
         ups.append(c * (a[u] * v + 0.3 * r / np.linalg.norm(r)))  # norm < 0.7 C: unclipped
     result = run_dp_round(ups, plan, weights=list(weights))
     assert result.survivors == frozenset(range(n))
-    w = np.minimum(weights, cap)
     expect = np.sum([w[u] * ups[u] for u in range(n)], axis=0) / w.sum()
 
     e = plan.encoding
     # per coordinate of the decoded sum: n survivors' noise, planned for honest_min
     noise = plan.noise_multiplier * e.l2_sensitivity / e.gamma * math.sqrt(n / plan.honest_min)
     rounding = math.sqrt(n / 4) / e.gamma  # at most 1/4 variance per client and coordinate
-    total = w.sum() / cap  # the decoded weight sum
+    total = n * plan.config.mean_weight / cap  # the public denominator |U3| m / W
     sd = math.sqrt(noise**2 + rounding**2) / total  # per coordinate of the mean
     err = result.estimate - expect
     assert np.sqrt(np.mean(err**2)) <= 1.2 * sd
@@ -327,22 +329,47 @@ def test_weighted_round_decodes_the_weighted_mean(seeded_noise):
 
 
 def test_weighted_mean_of_identical_updates_is_that_update(seeded_noise):
-    # whatever the weights, the mean of equal vectors is the vector: this checks the decoded
-    # weight sum (the scale of the estimate) to about 1 %, with little noise
+    # whatever the weights, the mean of equal vectors is the vector when the public mean weight
+    # is the survivors' own: this checks the scale of the estimate to about 1 %
     n, c = 12, 2.0
-    plan = plan_dp(config(noise_multiplier=0.01, weighted=True, max_weight=4.0, clip_norm=c),
-                   ROUND_CONFIG, n, DIM)
-    x = updates(1, DIM, seed=5, norm=0.9 * c)[0]
     weights = [0.0, 0.3, 1.0, 2.5, 4.0, 4.0, 9.0, 1.0, 0.5, 3.0, 2.0, 100.0]
+    mean = sum(min(w, 4.0) for w in weights) / n
+    plan = plan_dp(config(noise_multiplier=0.01, weighted=True, max_weight=4.0, clip_norm=c,
+                          mean_weight=mean), ROUND_CONFIG, n, DIM)
+    x = updates(1, DIM, seed=5, norm=0.9 * c)[0]
     result = run_dp_round([x] * n, plan, weights=weights)
     e = plan.encoding
-    total = sum(min(w, 4.0) for w in weights) / 4.0
+    total = n * mean / 4.0
     noise = 0.01 * e.l2_sensitivity / e.gamma * math.sqrt(n / plan.honest_min)
     sd = math.hypot(noise, math.sqrt(n / 4) / e.gamma) / total
     scale = float(result.estimate @ x / (x @ x))
     assert abs(scale - 1) <= 5 * sd / np.linalg.norm(x)
     assert 5 * sd / np.linalg.norm(x) < 0.05
     assert np.sqrt(np.mean((result.estimate - x) ** 2)) <= 1.2 * sd
+
+
+def test_the_weighted_path_has_the_sensitivity_of_the_unweighted_one():
+    # the weight changes each vector's length, never the L2 bound: same encoding, same event
+    kw = dict(epsilon=4.0, rounds=10, clip_norm=1.0)
+    weighted = plan_dp(config(weighted=True, max_weight=32.0, mean_weight=13.5, **kw),
+                       ROUND_CONFIG, N, 650)
+    plain = plan_dp(config(**kw), ROUND_CONFIG, N, 650)
+    assert weighted.encoding == plain.encoding and weighted.event == plain.event
+    assert weighted.encoding.l2_sensitivity <= 1.05 * weighted.encoding.gamma * 1.0
+
+
+def test_a_weighted_estimate_divides_by_the_public_denominator_not_by_noise():
+    plan = plan_dp(config(weighted=True, max_weight=4.0, mean_weight=2.0), ROUND_CONFIG, N, 8)
+    v = np.arange(8.0)
+    np.testing.assert_array_equal(unweigh(v, config=plan.config, survivors=10), v / 5.0)
+    with pytest.raises(ParameterError):
+        unweigh(v, config=plan.config, survivors=0)
+
+
+@pytest.mark.parametrize("mean_weight", [0.0, -1.0, 5.0, math.nan, math.inf, True])
+def test_a_mean_weight_outside_the_cap_is_refused(mean_weight):
+    with pytest.raises(ParameterError, match="mean_weight"):
+        config(weighted=True, max_weight=4.0, mean_weight=mean_weight)
 
 
 # --------------------------------------------------------------------------------------------
