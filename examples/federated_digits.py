@@ -1,16 +1,28 @@
 """DP-FedAvg on scikit-learn's bundled digits, through the real SecAgg+ protocol.
 
     python examples/federated_digits.py                 # two budgets and a non-private baseline
+    python examples/federated_digits.py --central       # plus central-DP reference runs
     python examples/federated_digits.py --dp-sgd        # plus record-level DP-SGD (Opacus)
 
 A softmax-regression model (64 pixels -> 10 classes) is trained by clients that each hold a
 non-IID shard of the training digits (label proportions drawn from Dirichlet(0.5)). Each round
 every client trains locally, clips its model delta to C, and the deltas are aggregated with
 distributed DP over secure aggregation (protocol.dp_round: Skellam noise planned for n_min
-survivors, FedAvg weights riding in the masked vector); 10 % of the clients drop out at random
+survivors, FedAvg weights n_k scaling each client's vector); 10 % of the clients drop out at random
 stages of every round. The server applies the decoded weighted mean and records the round in a
 ledger per budget. At the end it prints accuracy and epsilon per round, the final table, and
 writes a plot of test accuracy against epsilon.
+
+FedAvg weights n_k are capped at W (``--max-weight``) and the weighted mean divides by the
+public denominator |U3| m / W (protocol.dp_plan, the fixed-denominator estimator), with m the
+mean capped weight of the cohort, taken here as public metadata of the deployment.
+
+``--central`` adds, per budget, two reference runs through the same code (same data, clipping,
+weighting, denominator, dropouts and rounds) in which a trusted server adds continuous
+Gaussian noise N(0, (z C)^2) once to the survivors' sum, with z calibrated to the same
+(epsilon, delta) over the same rounds by dp_accounting's PLD accountant ("central-pld") and by
+Renyi DP alone ("central-rdp"). They are references for accuracy only (floating-point noise),
+never a deployment.
 
 No data is downloaded: ``sklearn.datasets.load_digits`` ships with scikit-learn.
 """
@@ -28,6 +40,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from dp.accounting import RdpAccountant
+from dp.events import GaussianDpEvent
 from dp.ledger import Ledger, verify
 from protocol.config import RoundConfig
 from protocol.dp_round import DPConfig, plan_dp, run_dp_round
@@ -107,20 +121,61 @@ def progress_bar(label: str, text: str, done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-def run(budget: float | None, args, data, xte, yte) -> list[dict]:
-    """One training run; budget None is the non-private baseline (plain weighted FedAvg)."""
+def central_epsilon(z: float, rounds: int, delta: float, accountant: str) -> float:
+    """Epsilon after ``rounds`` Gaussian mechanisms of noise multiplier z, by dp_accounting's
+    PLD accountant ("pld") or by Renyi DP alone ("rdp")."""
+    from dp_accounting import dp_event
+    from dp_accounting.pld import pld_privacy_accountant
+
+    if accountant == "pld":
+        acc = pld_privacy_accountant.PLDAccountant()
+        acc.compose(dp_event.GaussianDpEvent(z), rounds)
+        return float(acc.get_epsilon(delta))
+    return RdpAccountant(gdp=False).compose(GaussianDpEvent(z), rounds).epsilon(delta)
+
+
+def central_noise_multiplier(epsilon: float, delta: float, rounds: int, accountant: str
+                             ) -> float:
+    """The least z (to 0.01 %) whose ``rounds`` mechanisms stay within (epsilon, delta)."""
+    lo, hi = 0.05, 100.0
+    while hi / lo > 1.0001:
+        mid = (lo * hi) ** 0.5
+        lo, hi = (lo, mid) if central_epsilon(mid, rounds, delta, accountant) <= epsilon \
+            else (mid, hi)
+    return hi
+
+
+def counted(schedule: dict[str, set[int]], n: int) -> list[int]:
+    """The clients whose masked input counts (U3): all but those that drop before or at
+    MaskedInput."""
+    gone: set[int] = set()
+    for stage in ("advertise_keys", "share_keys", "masked_input"):
+        gone |= schedule.get(stage, set())
+    return [u for u in range(n) if u not in gone]
+
+
+def run(budget: float | None, args, data, xte, yte, central: str | None = None) -> list[dict]:
+    """One training run; budget None is the non-private baseline (plain weighted FedAvg);
+    ``central`` ("pld" or "rdp") the central-DP reference at that budget."""
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed + 1)
     model = model_fn()
     g = flat(model)
     n = len(data)
     weights = [len(d[1]) for d in data]
+    mean_weight = float(np.mean(np.minimum(weights, args.max_weight)))  # public metadata
     rows = []
     plan = ledger = None
-    label = "non-private" if budget is None else f"epsilon {budget:g}"
+    label = ("non-private" if budget is None else f"central-{central} epsilon {budget:g}"
+             if central else f"epsilon {budget:g}")
     if budget is not None:
         cfg = DPConfig(clip_norm=args.clip, epsilon=budget, delta=args.delta, rounds=args.rounds,
-                       weighted=True, max_weight=args.max_weight)
+                       weighted=True, max_weight=args.max_weight, mean_weight=mean_weight)
+    if central is not None:
+        z = central_noise_multiplier(budget, args.delta, args.rounds, central)
+        noise_rng = np.random.default_rng([args.seed, 7])
+        print(f"[{label}] noise multiplier {z:.4f}", file=sys.stderr)
+    elif budget is not None:
         plan = plan_dp(cfg, RoundConfig(dropout_rate=args.dropout), n, g.size)
         path = args.out / f"ledger_eps{budget:g}.jsonl"
         for p in (path, path.with_name(path.name + ".head")):
@@ -141,6 +196,16 @@ def run(budget: float | None, args, data, xte, yte) -> list[dict]:
             alive = rng.random(n) >= args.dropout
             mean = sum(w[u] * deltas[u] for u in range(n) if alive[u]) / w[alive].sum()
             eps = 0.0
+        elif central is not None:  # the same dropouts as the distributed run of this seed
+            dropped = rng.choice(n, size=int(round(args.dropout * n)), replace=False)
+            survivors = counted(spread_dropouts(dropped.tolist(), "semi-honest"), n)
+            total = np.zeros_like(g)
+            for u in survivors:
+                x = deltas[u] * min(1.0, args.clip / max(np.linalg.norm(deltas[u]), 1e-300))
+                total += x * (min(weights[u], args.max_weight) / args.max_weight)
+            total += noise_rng.normal(0.0, z * args.clip, size=total.size)
+            mean = total / (len(survivors) * mean_weight / args.max_weight)
+            eps = central_epsilon(z, r + 1, args.delta, central)
         else:
             dropped = rng.choice(n, size=int(round(args.dropout * n)), replace=False)
             sched = spread_dropouts(dropped.tolist(), plan.round_config.mode)
@@ -206,6 +271,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-weight", type=float, default=32.0,
                    help="public cap W on a client's FedAvg weight (its example count)")
     p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet non-IID concentration")
+    p.add_argument("--central", action="store_true",
+                   help="also run the central-DP references (PLD- and RDP-calibrated Gaussian)")
     p.add_argument("--dp-sgd", action="store_true",
                    help="also train each client with DP-SGD (Opacus; slower)")
     p.add_argument("--seed", type=int, default=0)
@@ -218,6 +285,9 @@ def main(argv=None) -> int:
     results = {"baseline": run(None, args, data, xte, yte)}
     for b in args.budgets:
         results[f"{b:g}"] = run(b, args, data, xte, yte)
+        if args.central:
+            for acc in ("pld", "rdp"):
+                results[f"central-{acc}-{b:g}"] = run(b, args, data, xte, yte, central=acc)
     path = plot(results, args.out)
     summary = {k: {"final_accuracy": v[-1]["accuracy"], "epsilon": v[-1]["epsilon"]}
                for k, v in results.items()}
