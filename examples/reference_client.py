@@ -54,7 +54,7 @@ from secagg.shamir import MODULUS, Share
 __all__ = ["Refused", "ReferenceClient", "main"]
 
 # -- constants (docs/protocol.md sections 5 and 6) ----------------------------------------------
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 MODES = ("semi-honest", "malicious")
 MAX_CLIENT_ID = (1 << 32) - 2
 MAX_COHORT = 100_000
@@ -232,6 +232,25 @@ def _validate(mtype: int, m: dict) -> None:
         _check_ids(m["alive"], "alive")
         _check_ids(m["dead"], "dead")
         _check_ids([s[0] for s in m["signatures"]], "signatures")
+
+
+def pack_vector(values: list[int], bits: int) -> bytes:
+    """The coordinates as one little-endian bit stream, coordinate i in bits [i * bits,
+    (i + 1) * bits), bit j the bit j % 8 of byte j // 8, the unused high bits of the last byte
+    zero: ceil(len(values) * bits / 8) bytes (docs/protocol.md section 6.2)."""
+    out, acc, held = bytearray(), 0, 0  # acc: the stream's next `held` bits, not yet written
+    for v in values:
+        if not 0 <= v < 1 << bits:
+            raise ValueError(f"a value of 2^{bits} or more cannot be packed at {bits} bits")
+        acc |= v << held
+        held += bits
+        whole = held // 8
+        out += (acc & ((1 << (8 * whole)) - 1)).to_bytes(whole, "little")
+        acc >>= 8 * whole
+        held -= 8 * whole
+    if held:
+        out.append(acc)
+    return bytes(out)
 
 
 def _head(mtype: int, session_id: bytes, rnd: int, sender: int) -> bytes:
@@ -599,9 +618,8 @@ class ReferenceClient:
         for seed, sign in pairwise:
             mask = expand(seed, "pairwise-mask", s["dim"], ring).tolist()
             y = [(a + sign * b) % mod for a, b in zip(y, mask, strict=True)]
-        width = 4 if bits <= 32 else 8
-        words = struct.pack(f"<{len(y)}{'I' if width == 4 else 'Q'}", *y)
-        return [_head(T_MASKED, sid, rnd, self.id) + bytes([width]) + _U32.pack(len(y)) + words]
+        return [_head(T_MASKED, sid, rnd, self.id) + bytes([bits]) + _U32.pack(len(y))
+                + pack_vector(y, bits)]
 
     # -- ConsistencyRequest -> ConsistencySignature (malicious mode, section 15.5) -------------
     def _consistency(self, m: dict) -> list[bytes]:

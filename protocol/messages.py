@@ -253,11 +253,15 @@ class SharesDelivery(Message):
 
 @dataclass(frozen=True)
 class MaskedInput(Message):
-    """Round 3 (client -> server): y_u, little-endian uint32 (b <= 32) or uint64 words."""
+    """Round 3 (client -> server): y_u, its coordinates in Z_{2^bits}, held as uint32 words
+    (bits <= 32) or uint64 words (bits > 32) and sent packed at ``bits`` bits each (see
+    :mod:`protocol.wire`). ``bits`` defaults to the word width (32 or 64); an honest client
+    gives the round's b. A coordinate of 2^bits or more is refused when encoded."""
 
     TYPE: ClassVar[int] = 6
     sender: int
     vector: np.ndarray
+    bits: int | None = None
 
     def _validate(self) -> None:
         _uint(self.sender, "sender", 32)
@@ -266,6 +270,11 @@ class MaskedInput(Message):
             raise WireError("vector: expected a 1-D uint32 or uint64 array")
         if v.nbytes > MAX_VECTOR_BYTES:
             raise WireError("vector: too large")
+        bits = v.dtype.itemsize * 8 if self.bits is None else self.bits
+        _uint(bits, "bits", 8, 1)
+        if bits > 64 or v.dtype != (np.uint32 if bits <= 32 else np.uint64):
+            raise WireError("bits: in 1..64, with uint32 words for bits <= 32, else uint64")
+        object.__setattr__(self, "bits", bits)
         if v.flags.writeable:  # the message is immutable: keep a read-only array
             v = v.copy()
             v.flags.writeable = False
@@ -274,8 +283,8 @@ class MaskedInput(Message):
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, MaskedInput)
-            and (self.session_id, self.round, self.sender) == (other.session_id, other.round,
-                                                               other.sender)
+            and (self.session_id, self.round, self.sender, self.bits) == (
+                other.session_id, other.round, other.sender, other.bits)
             and self.vector.dtype == other.vector.dtype
             and np.array_equal(self.vector, other.vector)
         )

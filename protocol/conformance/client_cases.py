@@ -38,7 +38,7 @@ from ..transcript import (
     survivors_bytes,
 )
 from ..transitions import STAGES, Stage
-from ..wire import encode
+from ..wire import WIRE_VERSION, encode
 from .common import ADV, BOTH, CONS, MAL, MASK, SEMI, SHARE, UNMASK
 from .report import CaseResult
 from .scripted_server import Cohort, PlayedRound, Tamper, play
@@ -147,8 +147,11 @@ def _setup_cases() -> Iterator[ClientCase]:
     yield ClientCase("other-neighbours", f"{refuse} (a k other than the pinned "
                      "configuration's; only k differs)", BOTH, ADV,
                      _one(lambda m, p: dataclasses.replace(m, neighbours=m.neighbours + 2)))
-    yield ClientCase("unknown-wire-version", f"{refuse} (wire version 2)", BOTH, ADV,
-                     lambda m, p: [bytes([2]) + encode(m)[1:]])
+    yield ClientCase("unknown-wire-version", f"{refuse} (wire version {WIRE_VERSION + 1})",
+                     BOTH, ADV, lambda m, p: [bytes([WIRE_VERSION + 1]) + encode(m)[1:]])
+    yield ClientCase("previous-wire-version", f"{refuse} (wire version {WIRE_VERSION - 1}, "
+                     "whose vectors are whole words)", BOTH, ADV,
+                     lambda m, p: [bytes([WIRE_VERSION - 1]) + encode(m)[1:]])
     yield ClientCase("truncated-message", refuse, BOTH, ADV, lambda m, p: [encode(m)[:-1]])
     yield ClientCase("trailing-bytes", refuse, BOTH, ADV, lambda m, p: [encode(m) + b"\x00"])
     yield ClientCase("garbage-bytes", refuse, BOTH, ADV, lambda m, p: [os.urandom(64)])

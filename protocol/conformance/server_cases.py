@@ -45,7 +45,7 @@ from ..messages import (
 )
 from ..server import ServerRound
 from ..transitions import Stage, stage_order
-from ..wire import WIRE_VERSION, decode, encode
+from ..wire import WIRE_VERSION, decode, encode, storage_dtype
 from .common import ADV, BOTH, CONS, MAL, MASK, SEMI, SHARE, UNMASK
 from .hostile import ShortKeyDealer, ShortSeedDealer
 from .report import CaseResult
@@ -384,8 +384,23 @@ def _wrong_dim(p: ServerRoundPlayed, m: MaskedInput) -> bytes:
     return encode(dataclasses.replace(m, vector=np.zeros(len(m.vector) + 1, np.uint32)))
 
 
-def _wrong_words(p: ServerRoundPlayed, m: MaskedInput) -> bytes:
-    return encode(dataclasses.replace(m, vector=m.vector.astype(np.uint64)))
+def _other_bits(step: int) -> Callable[[ServerRoundPlayed, MaskedInput], bytes]:
+    """The attacker's masked input packed at b + step bits (b - step if that leaves 1..64):
+    the same coordinates, reduced to the other width when it is narrower."""
+    def tamper(p: ServerRoundPlayed, m: MaskedInput) -> bytes:
+        bits = m.bits + step if 1 <= m.bits + step <= 64 else m.bits - step
+        y = m.vector.astype(np.uint64) & np.uint64((1 << bits) - 1)
+        return encode(dataclasses.replace(m, bits=bits, vector=y.astype(storage_dtype(bits))))
+    return tamper
+
+
+def _previous_version(p: ServerRoundPlayed, m: MaskedInput) -> bytes:
+    """The attacker's masked input in the layout of wire version WIRE_VERSION - 1: the version
+    byte, then the vector as u8 word size | u32 count | little-endian words."""
+    head = bytes([WIRE_VERSION - 1]) + encode(m)[1:2 + 32 + 4 + 4]
+    words = m.vector.astype(m.vector.dtype.newbyteorder("<"))
+    return (head + bytes([words.dtype.itemsize]) + struct.pack(">I", len(words))
+            + words.tobytes())
 
 
 def _to_stranger(p: ServerRoundPlayed, m: ShareKeys) -> bytes:
@@ -533,8 +548,15 @@ def _server_cases() -> Iterator[ServerCase]:  # noqa: PLR0915 - one statement pe
     yield ServerCase("input-of-another-dimension", "refused; the attacker is recovered as a "
                      "dropout; the sum of the others is right", BOTH,
                      {MASK: _frames(_wrong_dim, own=False)})
-    yield ServerCase("input-of-another-word-size", "refused; the attacker is recovered as a "
-                     "dropout", BOTH, {MASK: _frames(_wrong_words, own=False)})
+    yield ServerCase("input-of-another-bit-width", "refused (packed at b + 1 bits); the "
+                     "attacker is recovered as a dropout", BOTH,
+                     {MASK: _frames(_other_bits(1), own=False)})
+    yield ServerCase("input-of-another-word-size", "refused (packed at b + 32 bits: the other "
+                     "word size); the attacker is recovered as a dropout", BOTH,
+                     {MASK: _frames(_other_bits(32), own=False)})
+    yield ServerCase("input-in-the-previous-wire-version", "refused (wire version "
+                     f"{WIRE_VERSION - 1}, whole words); the attacker is recovered as a dropout",
+                     BOTH, {MASK: _frames(_previous_version, own=False)})
     yield ServerCase("ciphertext-to-a-non-neighbour", ok, BOTH, {SHARE: _frames(_to_stranger)})
     yield ServerCase("share-of-a-kind-not-asked-for", "refused; the secrets are rebuilt from "
                      "the other holders and the sum is right", BOTH,

@@ -9,7 +9,12 @@ kinds are the transport's own and carry no secret:
   the TLS certificate and the digest of the deployment configuration, so a client refuses a
   server whose configuration differs from its own before any round.
 * RESULT (server -> every connected client, after Unmasking): session, round, survivors and
-  the published aggregate (the ring sum, or the decoded DP estimate).
+  the published aggregate: the ring sum in Z_{2^b} as aggregate type 4, ``u8 b | u32 count |
+  ceil(count * b / 8) bytes``, packed at the round's b bits per coordinate exactly as a
+  masked input's vector (:func:`protocol.wire.pack_bits`, with the same strict rules: b in
+  1..64, the exact byte length, zero padding bits), decoded as uint32 (b <= 32) or uint64;
+  or the decoded DP estimate as aggregate type 3, ``u32 count | count little-endian float64``.
+  Types 1 and 2 (whole uint32 / uint64 words) are not used and are refused.
 * ABORT (server -> clients): session, round, stage and a reason; the round is over.
 * BYE (server -> client: no more rounds; client -> server: a clean goodbye).
 * DECLINE (client -> server): session, round and a reason: this client takes no (further)
@@ -28,15 +33,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import WireError
-from ..messages import MAX_COHORT, SESSION_ID_BYTES
+from ..messages import MAX_COHORT, MAX_VECTOR_BYTES, SESSION_ID_BYTES
+from ..wire import pack_bits, packed_size, storage_dtype, unpack_bits
 
 TRANSPORT_VERSION = 1
 PROTOCOL, WELCOME, RESULT, ABORT, BYE, DECLINE = 1, 2, 3, 4, 5, 6
 DIGEST_BYTES = 32
 MAX_TEXT = 256
 _U32 = struct.Struct(">I")
-# published aggregates: ring words (u32 / u64) or the decoded float64 estimate
-_DTYPES = {1: "<u4", 2: "<u8", 3: "<f8"}
+# published aggregates: the decoded float64 estimate, or the ring sum packed at b bits
+ESTIMATE, RING_SUM = 3, 4
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,9 @@ class Result:
     round: int
     survivors: tuple[int, ...]
     aggregate: np.ndarray  # uint32 / uint64 ring sum, or float64 estimate
+    #: the ring's bit width b for a ring sum (None: the word width, 32 or 64); None for an
+    #: estimate
+    bits: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +114,8 @@ def protocol_frame(wire_bytes: bytes) -> bytes:
 def encode_frame(frame: Welcome | Result | Abort | Bye | Decline) -> bytes:
     """The bytes of a transport frame. Raises WireError if a field cannot be encoded (text
     that is not printable ASCII, an integer outside [0, 2^32), a wrong-length id or digest,
-    unsorted survivors, an aggregate of another dtype or shape)."""
+    unsorted survivors, an aggregate of another dtype or shape, a ring sum with a value of 2^b
+    or more)."""
     head = bytes([TRANSPORT_VERSION])
     if isinstance(frame, Welcome):
         return (head + bytes([WELCOME]) + _u32(frame.client_id)
@@ -113,16 +123,25 @@ def encode_frame(frame: Welcome | Result | Abort | Bye | Decline) -> bytes:
                 + _u32(frame.next_round))
     if isinstance(frame, Result):
         agg = np.ascontiguousarray(frame.aggregate)
-        code = {np.dtype(np.uint32): 1, np.dtype(np.uint64): 2,
-                np.dtype(np.float64): 3}.get(agg.dtype)
-        if code is None or agg.ndim != 1:
+        if agg.ndim != 1 or agg.dtype not in (np.uint32, np.uint64, np.float64):
             raise WireError("a published aggregate is a 1-D uint32, uint64 or float64 vector")
         surv = list(frame.survivors)
         if len(surv) > MAX_COHORT or surv != sorted(set(surv)):
             raise WireError("survivors must be sorted, distinct and at most the cohort bound")
+        if agg.dtype == np.float64:
+            if frame.bits is not None:
+                raise WireError("a DP estimate has no ring bit width")
+            body = bytes([ESTIMATE]) + _u32(agg.size) + agg.astype("<f8").tobytes()
+        else:
+            bits = agg.dtype.itemsize * 8 if frame.bits is None else frame.bits
+            if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 64 \
+                    or storage_dtype(bits) != agg.dtype:
+                raise WireError("a ring sum's bit width is in 1..64, with uint32 words for "
+                                "b <= 32, else uint64")
+            body = bytes([RING_SUM, bits]) + _u32(agg.size) + pack_bits(agg, bits)
         return (head + bytes([RESULT]) + _fixed(frame.session_id, SESSION_ID_BYTES, "session")
                 + _u32(frame.round) + _u32(len(surv)) + b"".join(_u32(v) for v in surv)
-                + bytes([code]) + _u32(agg.size) + agg.astype(_DTYPES[code]).tobytes())
+                + body)
     if isinstance(frame, Abort):
         return (head + bytes([ABORT]) + _fixed(frame.session_id, SESSION_ID_BYTES, "session")
                 + _u32(frame.round) + _text(frame.stage) + _text(frame.reason))
@@ -166,14 +185,27 @@ def _result(r: _Reader) -> Result:
     if list(survivors) != sorted(set(survivors)):
         raise WireError("survivors must be sorted and distinct")
     code = r.take(1)[0]
-    if code not in _DTYPES:
+    if code == ESTIMATE:
+        n = r.u32()
+        if n * 8 > len(r.data) - r.pos:
+            raise WireError("truncated frame")
+        agg = np.frombuffer(r.take(n * 8), "<f8").astype(np.float64)
+        return Result(sid, rnd, survivors, agg)
+    if code != RING_SUM:
         raise WireError(f"unknown aggregate type {code}")
-    dt = np.dtype(_DTYPES[code])
+    bits = r.take(1)[0]
+    if not 1 <= bits <= 64:
+        raise WireError("aggregate bit width must be in 1..64")
     n = r.u32()
-    if n * dt.itemsize > len(r.data) - r.pos:
+    if n * storage_dtype(bits).itemsize > MAX_VECTOR_BYTES:
+        raise WireError("aggregate too large")
+    size = packed_size(n, bits)
+    if size > len(r.data) - r.pos:
         raise WireError("truncated frame")
-    agg = np.frombuffer(r.take(n * dt.itemsize), dt).astype(dt.newbyteorder("="))
-    return Result(sid, rnd, survivors, agg)
+    agg = unpack_bits(r.take(size), n, bits)
+    if not agg.flags.writeable:  # a view of the frame's bytes: the caller gets its own copy
+        agg = agg.copy()
+    return Result(sid, rnd, survivors, agg, bits)
 
 
 def decode_frame(data: bytes) -> tuple[int, object]:

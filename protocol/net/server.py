@@ -374,7 +374,8 @@ class AggregationServer:
         if dps is not None:
             aggregate = dps.finish(aggregate, session_id=session, round=r).astype(np.float64)
         survivors = tuple(sorted(sr.survivors))
-        self._broadcast(encode_frame(Result(session, r, survivors, aggregate)))
+        bits = None if dps is not None else self.round_config.bits  # the ring sum's b
+        self._broadcast(encode_frame(Result(session, r, survivors, aggregate, bits)))
         if self.s.output_dir is not None:
             self.s.output_dir.mkdir(parents=True, exist_ok=True)
             np.save(self.s.output_dir / f"round-{r}.npy", aggregate)

@@ -109,7 +109,7 @@ def client_mask(keys: ClientKeys, shares: ClientShares, x: np.ndarray) -> Masked
     """y_u = x_u + PRG(b_u) + sum of signed pairwise masks with the neighbours in U2."""
     ctx, s = keys.ctx, keys.ctx.setup
     y = mask_input(x, ring=ctx.ring, self_seed=keys.b_seed, pairwise=list(shares.pairwise))
-    return MaskedInput(s.session_id, s.round, ctx.id, y)
+    return MaskedInput(s.session_id, s.round, ctx.id, y, bits=ctx.ring.bits)
 
 
 # -- server ---------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ class CollectInputs:
 
     def accept(self, m: MaskedInput) -> None:
         """Raises RemoteProtocolError for a client outside U2, a duplicate, or a vector of
-        the wrong type, length or range (nothing is added then)."""
+        another bit width, type, length or range (nothing is added then)."""
         ctx = self._ctx
         if m.sender not in self._routed.u2:
             raise ctx.refuse(STAGE, m, "sender did not share keys")
@@ -152,6 +152,9 @@ class CollectInputs:
         y = m.vector
         if y.dtype != ctx.ring.dtype or y.shape != (ctx.dim,):
             raise ctx.refuse(STAGE, m, f"vector must be {ctx.ring.dtype} of length {ctx.dim}")
+        if m.bits != ctx.ring.bits:
+            raise ctx.refuse(STAGE, m, f"vector packed at {m.bits} bits, the round's ring has "
+                             f"{ctx.ring.bits}")
         try:
             ctx.ring.validate(y, length=ctx.dim)
         except SecAggError as exc:

@@ -64,7 +64,12 @@ def test_frame_known_answer():
         bytes([1, 2, 0, 0, 0, 7]) + b"\xaa" * 32 + bytes([0, 0, 0, 3]))
     res = encode_frame(Result(SID, 2, (1, 4), np.array([5, 6], dtype=np.uint32)))
     assert res == (bytes([1, 3]) + SID + bytes([0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 4,
-                                                 1, 0, 0, 0, 2, 5, 0, 0, 0, 6, 0, 0, 0]))
+                                                 4, 32, 0, 0, 0, 2, 5, 0, 0, 0, 6, 0, 0, 0]))
+    # the ring sum packed at the round's b: 5 and 6 at 12 bits are 0x006005, 3 bytes
+    res = encode_frame(Result(SID, 2, (1, 4), np.array([5, 6], dtype=np.uint32), 12))
+    assert res[-9:] == bytes([4, 12, 0, 0, 0, 2, 0x05, 0x60, 0x00])
+    est = encode_frame(Result(SID, 2, (), np.array([1.5])))
+    assert est[-13:] == bytes([3, 0, 0, 0, 1]) + np.array([1.5], "<f8").tobytes()
     assert protocol_frame(b"xyz") == bytes([1, 1]) + b"xyz"
 
 
@@ -82,6 +87,51 @@ def test_result_round_trip(survivors, dt, n, rnd):
     kind, r = decode_frame(encode_frame(Result(SID, rnd, tuple(sorted(survivors)), agg)))
     assert kind == RESULT and r.round == rnd and r.survivors == tuple(sorted(survivors))
     assert r.aggregate.dtype == np.dtype(dt) and np.array_equal(r.aggregate, agg)
+    assert r.bits == (None if dt == "f8" else 8 * np.dtype(dt).itemsize)
+
+
+@given(st.integers(1, 64).flatmap(lambda b: st.tuples(st.just(b), st.lists(
+    st.integers(0, 2**b - 1), max_size=60))))
+def test_ring_sum_is_packed_at_b_bits(bv):
+    b, values = bv
+    agg = np.array(values, dtype=np.uint32 if b <= 32 else np.uint64)
+    data = encode_frame(Result(SID, 1, (0, 2), agg, b))
+    head = 2 + 32 + 4 + 4 + 8 + 1 + 1 + 4  # version, kind, sid, round, survivors, type, b, n
+    assert len(data) == head + (len(values) * b + 7) // 8
+    kind, r = decode_frame(data)
+    assert r.bits == b and r.aggregate.dtype == agg.dtype and np.array_equal(r.aggregate, agg)
+    assert r.aggregate.flags.writeable
+    assert encode_frame(r) == data
+
+
+def _ring_result(b: int, n: int, payload: bytes) -> bytes:
+    return (bytes([1, RESULT]) + SID + bytes(8) + bytes([4, b]) + n.to_bytes(4, "big")
+            + payload)
+
+
+@pytest.mark.parametrize("data,why", [
+    (_ring_result(0, 0, b""), "bit width"),
+    (_ring_result(65, 0, b""), "bit width"),
+    (_ring_result(13, 3, bytes(4)), "truncated"),
+    (_ring_result(13, 3, bytes(6)), "trailing"),
+    (_ring_result(13, 3, bytes(4) + b"\x80"), "padding"),
+    (_ring_result(64, 2**28, b""), "too large"),
+    (bytes([1, RESULT]) + SID + bytes(8) + bytes([1, 0, 0, 0, 1]) + bytes(4), "aggregate type"),
+    (bytes([1, RESULT]) + SID + bytes(8) + bytes([2, 0, 0, 0, 1]) + bytes(8), "aggregate type"),
+])
+def test_bad_ring_sums_are_refused(data, why):
+    with pytest.raises(WireError, match=why):
+        decode_frame(data)
+
+
+def test_ring_sum_encoding_is_strict():
+    with pytest.raises(WireError, match="2\\^12"):
+        encode_frame(Result(SID, 0, (), np.array([4096], dtype=np.uint32), 12))
+    for bits, dt in ((0, np.uint32), (65, np.uint64), (40, np.uint32), (16, np.uint64)):
+        with pytest.raises(WireError, match="bit width"):
+            encode_frame(Result(SID, 0, (), np.zeros(2, dtype=dt), bits))
+    with pytest.raises(WireError, match="estimate"):
+        encode_frame(Result(SID, 0, (), np.zeros(2), 16))
 
 
 @given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=256))
@@ -101,11 +151,13 @@ def test_abort_and_bye_round_trip(text):
     (bytes([1, BYE, 0, 0, 1, 1]) + b"a" * 257, "too long"),
     (bytes([1, BYE, 0, 0, 0, 1]) + b"\x07", "printable"),
     (bytes([1, BYE, 0, 0, 0, 1]) + b"\xff", "printable"),
-    (bytes([1, RESULT]) + SID + bytes([0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 1, 1,
-                                       0, 0, 0, 0]), "sorted"),
+    (bytes([1, RESULT]) + SID + bytes([0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 1, 4,
+                                       32, 0, 0, 0, 0]), "sorted"),
     (bytes([1, RESULT]) + SID + bytes([0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0]),
      "aggregate type"),
-    (bytes([1, RESULT]) + SID + bytes([0, 0, 0, 0, 0, 0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF]),
+    (bytes([1, RESULT]) + SID + bytes([0, 0, 0, 0, 0, 0, 0, 0, 3, 0xFF, 0xFF, 0xFF, 0xFF]),
+     "truncated"),
+    (bytes([1, RESULT]) + SID + bytes([0, 0, 0, 0, 0, 0, 0, 0, 4, 32, 0, 0, 0xFF, 0xFF]),
      "truncated"),
     (bytes([1, RESULT]) + SID + bytes([0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]), "too long"),
 ])
@@ -145,6 +197,7 @@ def test_transport_frames_refuse_mutations_with_wire_error_only():
     sid = bytes(32)
     good = [encode_frame(Welcome(1, b"a" * 32, 2)),
             encode_frame(Result(sid, 1, (1, 2), np.arange(3, dtype=np.uint32))),
+            encode_frame(Result(sid, 1, (1, 2), np.arange(9, dtype=np.uint32), 13)),
             encode_frame(Result(sid, 1, (), np.zeros(0))),
             encode_frame(Abort(sid, 1, "masked_input", "too-few-survivors")),
             encode_frame(Bye("z"))]

@@ -5,7 +5,8 @@ Run from the repository root: ``.venv/bin/python tests/vectors/make_transcripts.
 Each scenario runs one round of Bonawitz et al. (CCS 2017) section 4 over the SecAgg+ graph of
 Bell et al. (CCS 2020) section 3 with the real :class:`protocol.server.ServerRound` and real
 :class:`protocol.client.ClientRound` objects, through :class:`protocol.driver.RoundDriver`,
-every message passing through :mod:`protocol.wire`. Every value that would be fresh is derived:
+every message passing through :mod:`protocol.wire` (wire version 2). Every value that would be
+fresh is derived:
 
 * client u's draws (its X25519 keys, b_u, Shamir dealing ids and coefficients, AEAD nonces;
   :mod:`secagg.randomness`) come from :class:`DerivedSource`, installed around each of u's
