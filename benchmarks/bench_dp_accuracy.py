@@ -51,6 +51,9 @@ def _args(seed: int, out: Path) -> argparse.Namespace:
 
 
 def one_seed(seed: int, budgets: list[float], out: Path) -> dict:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core: tiny models, no thread contention
     args = _args(seed, out / f"seed{seed}")
     args.out.mkdir(parents=True, exist_ok=True)
     data, xte, yte = fd.load(seed, args.clients, args.alpha)
