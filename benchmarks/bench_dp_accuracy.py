@@ -16,8 +16,8 @@ the survivors beyond n_min (sqrt(|U3| / n_min)).
 The bytes table: the masked input a client uploads, for the digits cohort and for n = 1000,
 d = 1e5, against b_min * D / 8 (D the rotated, padded dimension) and b_min * d / 8.
 
-Usage: python benchmarks/bench_dp_accuracy.py [--seeds 5] [--budgets 4 8] [--json]
-       [--jobs 2] [--bytes-only]
+Usage: python benchmarks/bench_dp_accuracy.py [--seeds 5] [--first-seed 0] [--budgets 4 8]
+       [--json] [--jobs 2] [--bytes-only]
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ def _has_bits() -> bool:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--budgets", type=float, nargs="+", default=[4.0, 8.0])
     p.add_argument("--jobs", type=int, default=2, help="seeds trained in parallel processes")
     p.add_argument("--out", type=Path, default=Path("/tmp/bench_dp_accuracy"))
@@ -122,7 +123,8 @@ def main(argv=None) -> int:
                     "decomposition": [decomposition(b) for b in args.budgets]}
     if not args.bytes_only:
         with ProcessPoolExecutor(args.jobs) as pool:
-            runs = list(pool.map(one_seed, range(args.seeds), [args.budgets] * args.seeds,
+            seeds = range(args.first_seed, args.first_seed + args.seeds)
+            runs = list(pool.map(one_seed, seeds, [args.budgets] * args.seeds,
                                  [args.out] * args.seeds))
         table = {}
         for key in runs[0]:

@@ -229,6 +229,10 @@ def pack_bits(v: np.ndarray, bits: int) -> bytes:
         raise WireError(f"a vector value of 2^{bits} or more cannot be packed at {bits} bits")
     if bits in _BYTE_WIDTHS:
         return v.astype(_BYTE_WIDTHS[bits], copy=False).tobytes()
+    if bits % 8 == 0:  # 24, 40, 48, 56: the low bits // 8 bytes of each little-endian word
+        word = storage_dtype(bits)
+        return np.ascontiguousarray(v.astype(word.newbyteorder("<"), copy=False).view(
+            np.uint8).reshape(n, word.itemsize)[:, : bits // 8]).tobytes()
     dtype = storage_dtype(bits)
     width = dtype.itemsize * 8
     g, lanes, places = _plan(bits)
@@ -268,6 +272,10 @@ def unpack_bits(raw: bytes | memoryview, count: int, bits: int) -> np.ndarray:
     if bits in _BYTE_WIDTHS:
         # a view of the message's bytes where the storage width is the packed width, else a copy
         return np.frombuffer(raw, dtype=_BYTE_WIDTHS[bits]).astype(dtype, copy=False)
+    if bits % 8 == 0:  # 24, 40, 48, 56: each coordinate's bytes, zero-extended to a word
+        wide = np.zeros((count, dtype.itemsize), dtype=np.uint8)
+        wide[:, : bits // 8] = np.frombuffer(raw, dtype=np.uint8).reshape(count, bits // 8)
+        return wide.view(dtype.newbyteorder("<")).reshape(count).astype(dtype, copy=False)
     width = dtype.itemsize * 8
     g, lanes, places = _plan(bits)
     nblocks, per = _blocks(count, g)
