@@ -154,9 +154,12 @@ def counted(schedule: dict[str, set[int]], n: int) -> list[int]:
     return [u for u in range(n) if u not in gone]
 
 
-def run(budget: float | None, args, data, xte, yte, central: str | None = None) -> list[dict]:
+def run(budget: float | None, args, data, xte, yte, central: str | None = None,
+        noise_scale: float = 1.0) -> list[dict]:
     """One training run; budget None is the non-private baseline (plain weighted FedAvg);
-    ``central`` ("pld" or "rdp") the central-DP reference at that budget."""
+    ``central`` ("pld" or "rdp") the central-DP reference at that budget, its noise multiplied
+    by ``noise_scale`` (a benchmark's what-if: the accuracy at a given noise level, with the
+    reference's own noise draws)."""
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed + 1)
     model = model_fn()
@@ -172,7 +175,7 @@ def run(budget: float | None, args, data, xte, yte, central: str | None = None) 
         cfg = DPConfig(clip_norm=args.clip, epsilon=budget, delta=args.delta, rounds=args.rounds,
                        weighted=True, max_weight=args.max_weight, mean_weight=mean_weight)
     if central is not None:
-        z = central_noise_multiplier(budget, args.delta, args.rounds, central)
+        z = central_noise_multiplier(budget, args.delta, args.rounds, central) * noise_scale
         noise_rng = np.random.default_rng([args.seed, 7])
         print(f"[{label}] noise multiplier {z:.4f}", file=sys.stderr)
     elif budget is not None:
