@@ -23,6 +23,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from secagg.version import package_version
+
 from .budget import add_budget_parser, budget
 from .conformance import add_conformance_parser, conformance
 from .dp import add_dp_arguments, simulate_dp
@@ -38,6 +40,8 @@ DESCRIPTION = "The ``secagg`` command line (the outermost layer, docs/architectu
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every ``secagg`` subcommand."""
     parser = argparse.ArgumentParser(prog="secagg", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"secagg {package_version()}",
+                        help="print the installed package's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     add_dp_arguments(add_simulate_parser(sub))
     add_budget_parser(sub)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from dp.errors import LedgerError
 from dp.ledger import LEDGER_ID_HEX, verify
+from secagg.version import package_version
 
 
 def _ledger_id(text: str) -> str:
@@ -102,7 +103,8 @@ def budget(args: argparse.Namespace) -> int:
         plot_epsilon(report, out, title=args.ledger.name)
         print(f"wrote {out}")
         return 0
-    summary = {"ledger": str(args.ledger), "ledger_id": report.ledger_id, "valid": True,
+    summary = {"secagg_version": package_version(), "ledger": str(args.ledger),
+               "ledger_id": report.ledger_id, "valid": True,
                "rounds": report.entries, "epsilon": report.epsilon, "delta": report.delta,
                "budget": {"epsilon": report.budget.epsilon, "delta": report.budget.delta},
                "signed": report.signed,

@@ -13,6 +13,7 @@ import numpy as np
 
 from dp.errors import BudgetExceeded, DPError
 from dp.ledger import Ledger, open_ledger
+from secagg.version import package_version
 
 from ..dp_plan import DPConfig, DPPlan, plan_dp
 from ..dp_round import UpdateSource, run_dp_round
@@ -98,7 +99,8 @@ def _run_rounds(args: argparse.Namespace, plan: DPPlan, ledger: Ledger | None, s
               f"it with `secagg budget verify {args.ledger} --ledger-id {ledger.ledger_id} "
               f"--min-rounds {ledger.rounds}`")
     if args.json:
-        print(json.dumps({"plan": {"gamma": e.gamma, "bits": e.bits,
+        print(json.dumps({"secagg_version": package_version(),
+                          "plan": {"gamma": e.gamma, "bits": e.bits,
                                    "noise_multiplier": plan.noise_multiplier,
                                    "n_min": plan.n_min}, "rounds": rows}))
     return 0

@@ -13,6 +13,8 @@ import time
 
 import numpy as np
 
+from secagg.version import package_version
+
 from ..simulate import SeededInputs, simulate_round
 from .common import ROUND_ERRORS, dropout_schedule, positive, round_config
 
@@ -92,7 +94,7 @@ def simulate(args: argparse.Namespace) -> int:
         return 1
     summary = _summary(args, inputs, schedule, result, total)
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps({"secagg_version": package_version(), **summary}))
     else:
         _print_summary(summary, schedule, total)
     return 0 if summary["correct"] else 1

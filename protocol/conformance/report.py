@@ -7,6 +7,8 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from secagg.version import package_version
+
 #: What a result keeps of an observation (a target's refusal text may be anything).
 MAX_OBSERVED = 400
 
@@ -62,7 +64,7 @@ def table(results: Sequence[CaseResult], *, title: str, width: int = 34) -> str:
 
 def as_json(results: Sequence[CaseResult], *, suite: str, target: str) -> str:
     """The results as one JSON document."""
-    return json.dumps({"suite": suite, "target": target,
+    return json.dumps({"secagg_version": package_version(), "suite": suite, "target": target,
                        "passed": sum(r.passed for r in results), "total": len(results),
                        "ok": all(r.passed for r in results),
                        "cases": [asdict(r) for r in results]}, indent=1)

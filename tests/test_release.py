@@ -1,0 +1,47 @@
+"""What a user installs: the version from the package metadata, and the license."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from protocol.cli import main
+from secagg.version import package_version
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_secagg_version_is_the_package_metadata(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"secagg {metadata.version('secagg-hardened')}"
+    assert package_version() == metadata.version("secagg-hardened")
+
+
+def test_the_installed_command_prints_the_version():
+    out = subprocess.run([sys.executable, "-m", "protocol.cli", "--version"], cwd=ROOT,
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    assert out.strip() == f"secagg {metadata.version('secagg-hardened')}"
+
+
+def test_json_outputs_carry_the_version(capsys):
+    assert main(["simulate", "--clients", "5", "--dim", "8", "--json", "--seed", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["secagg_version"] == package_version()
+    assert main(["conformance", "server", "--case", "honest-round", "--mode", "semi-honest",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["secagg_version"] == package_version()
+
+
+def test_the_license_is_apache_2_and_ships_with_the_package():
+    dist = metadata.distribution("secagg-hardened")
+    assert dist.metadata["License-Expression"] == "Apache-2.0"
+    assert set(dist.metadata.get_all("License-File")) == {"LICENSE", "NOTICE"}
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "Apache License, Version 2.0" in (ROOT / "NOTICE").read_text()
