@@ -45,3 +45,36 @@ def test_the_license_is_apache_2_and_ships_with_the_package():
     text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert "Apache License, Version 2.0" in (ROOT / "NOTICE").read_text()
+
+
+def _options(parser, path=("secagg",)):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, (*path, name))
+        elif not isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            yield path, action
+
+
+def test_every_option_of_every_subcommand_has_help_and_shows_its_default():
+    import argparse
+
+    from protocol.cli import _HelpWithDefaults, build_parser
+
+    missing, undefaulted = [], []
+    formatter = _HelpWithDefaults("secagg")
+    for path, action in _options(build_parser()):
+        name = f"{' '.join(path)} {'/'.join(action.option_strings) or action.dest}"
+        if not (action.help and action.help.strip()) or action.help == argparse.SUPPRESS:
+            missing.append(name)
+        elif action.option_strings and action.default not in (None, False, argparse.SUPPRESS) \
+                and "default" not in formatter._get_help_string(action):
+            undefaulted.append(name)
+    assert not missing, f"options without help: {missing}"
+    assert not undefaulted, f"options whose help does not show the default: {undefaulted}"
+    help_text = subprocess.run([sys.executable, "-m", "protocol.cli", "simulate", "--help"],
+                               cwd=ROOT, capture_output=True, text=True, check=True,
+                               timeout=120).stdout
+    assert "cohort (default: 100)" in help_text and "(default: semi-honest)" in help_text

@@ -37,9 +37,28 @@ __all__ = ["build_parser", "main"]
 DESCRIPTION = "The ``secagg`` command line (the outermost layer, docs/architecture.md section 1)."
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Each option's help ends with its default, when it has one worth printing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or (
+                not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every ``secagg`` parser and subparser prints the defaults in its help."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every ``secagg`` subcommand."""
-    parser = argparse.ArgumentParser(prog="secagg", description=DESCRIPTION)
+    parser = _Parser(prog="secagg", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"secagg {package_version()}",
                         help="print the installed package's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)

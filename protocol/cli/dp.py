@@ -23,15 +23,18 @@ from .common import ROUND_ERRORS, dropout_schedule, positive, round_config
 def add_dp_arguments(sim: argparse.ArgumentParser) -> None:
     """Add the DP options (``--epsilon`` turns DP rounds on) to the ``simulate`` parser."""
     g = sim.add_argument_group("differential privacy (DP rounds when --epsilon is given)")
-    g.add_argument("--rounds", type=positive(int, 1, 100_000), default=1)
+    g.add_argument("--rounds", type=positive(int, 1, 100_000), default=1,
+                   help="rounds to run; with --epsilon also the rounds the noise is planned for")
     g.add_argument("--epsilon", type=positive(float, 1e-6, 1e6), default=None,
                    help="total budget over the rounds; turns on DP aggregation")
-    g.add_argument("--delta", type=positive(float, 1e-30, 0.5), default=1e-5)
+    g.add_argument("--delta", type=positive(float, 1e-30, 0.5), default=1e-5,
+                   help="total delta of the (epsilon, delta) budget over the planned rounds")
     g.add_argument("--ledger", type=Path, default=None,
                    help="privacy ledger (JSON Lines); created if missing, appended otherwise")
     g.add_argument("--clip", type=positive(float, 1e-12, 1e12), default=1.0,
                    help="L2 clip norm of each client's update")
-    g.add_argument("--mechanism", choices=["skellam", "discrete-gaussian"], default="skellam")
+    g.add_argument("--mechanism", choices=["skellam", "discrete-gaussian"], default="skellam",
+                   help="the clients' discrete noise")
     g.add_argument("--n-min", type=positive(int, 1, 100_000), default=None,
                    help="planned minimum survivors (default: clients minus planned dropouts)")
 

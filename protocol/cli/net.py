@@ -28,16 +28,24 @@ def add_net_parsers(sub) -> None:
                      help="write the last published aggregate here (.npy)")
     crt = sub.add_parser("certs", help="create a CA, certificates, registry and configs for a "
                                        "local demo of N clients")
-    crt.add_argument("--clients", type=positive(int, 3, 10_000), default=8)
-    crt.add_argument("--out", type=Path, required=True)
-    crt.add_argument("--port", type=positive(int, 1, 65535), default=50051)
-    crt.add_argument("--dim", type=positive(int, 1, 10_000_000), default=1000)
-    crt.add_argument("--rounds", type=positive(int, 1, 100_000), default=3)
-    crt.add_argument("--mode", choices=["semi-honest", "malicious"], default="semi-honest")
+    crt.add_argument("--clients", type=positive(int, 3, 10_000), default=8,
+                     help="clients in the registry (one certificate and config each)")
+    crt.add_argument("--out", type=Path, required=True,
+                     help="directory for the CA, certificates, keys and TOML configs")
+    crt.add_argument("--port", type=positive(int, 1, 65535), default=50051,
+                     help="TCP port of the server on 127.0.0.1")
+    crt.add_argument("--dim", type=positive(int, 1, 10_000_000), default=1000,
+                     help="length of every client's input vector (coordinates)")
+    crt.add_argument("--rounds", type=positive(int, 1, 100_000), default=3,
+                     help="rounds the server runs (and the DP noise is planned for)")
+    crt.add_argument("--mode", choices=["semi-honest", "malicious"], default="semi-honest",
+                     help="threat model of the round (malicious: signatures, consistency check)")
     crt.add_argument("--no-dp", action="store_true",
                      help="plain secure aggregation of ring integers (exact sums, no ledger)")
-    crt.add_argument("--epsilon", type=positive(float, 1e-3, 60.0), default=8.0)
-    crt.add_argument("--delta", type=positive(float, 1e-12, 0.1), default=1e-5)
+    crt.add_argument("--epsilon", type=positive(float, 1e-3, 60.0), default=8.0,
+                     help="total epsilon of the DP budget (unless --no-dp)")
+    crt.add_argument("--delta", type=positive(float, 1e-12, 0.1), default=1e-5,
+                     help="total delta of the DP budget (unless --no-dp)")
     crt.add_argument("--deadline", type=positive(float, 0.01, 86400.0), default=None,
                      help="seconds for every stage (default: 30 s, 60 s for MaskedInput)")
     crt.add_argument("--seed", type=int, default=None, help="seed for the example inputs")

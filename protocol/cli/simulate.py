@@ -25,14 +25,17 @@ def add_simulate_parser(sub) -> argparse.ArgumentParser:
         "simulate",
         help="run one whole SecAgg+ round in this process on random inputs and check the sum",
     )
-    sim.add_argument("--clients", type=positive(int, 3, 100_000), default=100)
-    sim.add_argument("--dim", type=positive(int, 1, 100_000_000), default=100_000)
+    sim.add_argument("--clients", type=positive(int, 3, 100_000), default=100,
+                     help="clients in the cohort")
+    sim.add_argument("--dim", type=positive(int, 1, 100_000_000), default=100_000,
+                     help="length of each client's input vector (coordinates)")
     sim.add_argument("--dropout", type=positive(float, 0.0, 0.9), default=0.1,
                      help="fraction of clients that drop (spread over the stages)")
     sim.add_argument("--bits", type=positive(int, 8, 64), default=None,
                      help="ring bit width b (default 32; with --epsilon, the smallest b the DP "
                           "plan's wrap bound allows)")
-    sim.add_argument("--mode", choices=["semi-honest", "malicious"], default="semi-honest")
+    sim.add_argument("--mode", choices=["semi-honest", "malicious"], default="semi-honest",
+                     help="threat model of the round (malicious: signatures, consistency check)")
     sim.add_argument("--corrupt", type=positive(float, 0.0, 0.5), default=0.05,
                      help="assumed fraction of corrupted clients, for choosing k and t")
     sim.add_argument("--complete-graph", action="store_true",
