@@ -147,6 +147,15 @@ class DPPlan:
     def round_epsilon(self) -> float:
         return RdpAccountant().compose(self.event).epsilon(self.config.delta)
 
+    def epsilon_after(self, rounds: int) -> float:
+        """The cumulative epsilon of ``rounds`` rounds of this plan at the budget's delta, as
+        a ledger records it (the sampler's distance folded into delta the same way), for a
+        caller that keeps no ledger."""
+        from dp.ledger import delta_for_rdp
+
+        d = delta_for_rdp(self.config.budget, rounds * self.sampler_tv)
+        return RdpAccountant().compose(self.event, rounds).epsilon(d)
+
     def mechanism_record(self, survivors: int | None) -> dict:
         return {"name": self.config.mechanism, **self.encoding.to_dict(),
                 "noise_multiplier": self.noise_multiplier,

@@ -78,3 +78,21 @@ def test_every_option_of_every_subcommand_has_help_and_shows_its_default():
                                cwd=ROOT, capture_output=True, text=True, check=True,
                                timeout=120).stdout
     assert "cohort (default: 100)" in help_text and "(default: semi-honest)" in help_text
+
+
+def test_a_dp_simulation_without_a_ledger_reports_the_accountants_epsilon(capsys):
+    from dp.accounting import RdpAccountant
+    from dp.ledger import delta_for_rdp
+    from protocol.config import RoundConfig
+    from protocol.dp_round import DPConfig, plan_dp
+
+    assert main(["simulate", "--clients", "12", "--dim", "64", "--rounds", "3", "--epsilon",
+                 "6", "--delta", "1e-5", "--dropout", "0.1", "--seed", "3", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    eps = [row["epsilon"] for row in doc["rounds"]]
+    assert all(isinstance(e, float) and 0 < e <= 6 for e in eps) and eps == sorted(eps)
+    plan = plan_dp(DPConfig(clip_norm=1.0, epsilon=6.0, delta=1e-5, rounds=3),
+                   RoundConfig(bits=32, dropout_rate=0.1), 12, 64)
+    for r, e in enumerate(eps, 1):
+        d = delta_for_rdp(plan.config.budget, r * plan.sampler_tv)
+        assert e == RdpAccountant().compose(plan.event, r).epsilon(d)

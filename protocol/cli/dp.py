@@ -92,10 +92,9 @@ def _run_rounds(args: argparse.Namespace, plan: DPPlan, ledger: Ledger | None, s
             finish()
             print(f"round {r}: aborted: {exc}", file=sys.stderr)
             return 1
-        rows.append(_round_row(r, res, updates, cfg.clip_norm, ledger))
-        eps = rows[-1]["epsilon"]
+        rows.append(_round_row(r, res, updates, ledger, plan))
         print(f"round {r}: survivors {len(res.survivors)}/{n}, cumulative epsilon "
-              f"{'-' if eps is None else f'{eps:.4f}'} (delta {cfg.delta:g}), RMSE of the "
+              f"{rows[-1]['epsilon']:.4f} (delta {cfg.delta:g}), RMSE of the "
               f"sum {rows[-1]['rmse']:.4g}")
     if ledger is not None:
         print(f"ledger: {args.ledger} (id {ledger.ledger_id}, {ledger.rounds} rounds); check "
@@ -119,14 +118,16 @@ def _client_updates(base: np.ndarray, clip_norm: float, seed: int, r: int):
     return make
 
 
-def _round_row(r: int, res, updates: UpdateSource, clip_norm: float,
-               ledger: Ledger | None) -> dict:
-    """One round's row: survivors, cumulative epsilon (None without a ledger) and the RMSE of
-    the estimate against the exact sum of the survivors' clipped updates (made again)."""
+def _round_row(r: int, res, updates: UpdateSource, ledger: Ledger | None,
+               plan: DPPlan) -> dict:
+    """One round's row: survivors, cumulative epsilon (the ledger's, or without one the
+    accountant's for the rounds run so far) and the RMSE of the estimate against the exact
+    sum of the survivors' clipped updates (made again)."""
+    clip_norm = plan.config.clip_norm
     true = np.zeros(res.estimate.shape)
     for u in res.survivors:
         x = updates.make(u)
         true += x * min(1.0, clip_norm / np.linalg.norm(x))
     rmse = float(np.sqrt(np.mean((res.estimate - true) ** 2)))
-    eps = res.epsilon if ledger is not None else None
+    eps = res.epsilon if ledger is not None else plan.epsilon_after(r + 1)
     return {"round": r, "survivors": len(res.survivors), "epsilon": eps, "rmse": rmse}
