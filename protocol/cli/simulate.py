@@ -50,28 +50,34 @@ def add_simulate_parser(sub) -> argparse.ArgumentParser:
 
 
 def progress(stream):
-    """A progress bar per stage: redrawn in place on a terminal, one line per stage otherwise.
-    Returns ``(show, finish)``: ``show(stage, done, total)`` per step, ``finish()`` at the end."""
+    """A progress bar per stage (tqdm: count, rate and time left) on a terminal; one line per
+    stage otherwise (logs, CI). Returns ``(show, finish)``: ``show(stage, done, total)`` per
+    step, ``finish()`` at the end."""
+    from tqdm import tqdm
+
     tty = stream.isatty()
-    state: dict = {"stage": None, "fill": -1}
+    state: dict = {"stage": None, "bar": None}
     width = 30
 
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].close()
+            state["bar"] = None
+
     def show(stage: str, done: int, total: int) -> None:
-        fill = width * done // max(total, 1)
         if stage != state["stage"]:
-            if state["stage"] is not None and tty:
-                stream.write("\n")
-            state["stage"], state["fill"] = stage, -1
-        if tty and fill != state["fill"]:
-            stream.write(f"\r{stage:<18} [{'#' * fill}{'.' * (width - fill)}] {done}/{total}")
-            stream.flush()
+            close()
+            state["stage"] = stage
+            if tty:
+                state["bar"] = tqdm(total=total, desc=f"{stage:<18}", file=stream,
+                                    unit="client", dynamic_ncols=True, leave=True)
+        if state["bar"] is not None:
+            state["bar"].update(done - state["bar"].n)
         elif not tty and done == total:
             stream.write(f"{stage:<18} [{'#' * width}] {done}/{total}\n")
-        state["fill"] = fill
 
     def finish() -> None:
-        if state["stage"] is not None and tty:
-            stream.write("\n")
+        close()
 
     return show, finish
 
