@@ -77,10 +77,15 @@ def record_level_epsilon(*, sample_rate: float, noise_multiplier: float, steps: 
 def train_dp_sgd(model, features, labels, *, epochs: int, batch_size: int, lr: float,
                  noise_multiplier: float, max_grad_norm: float, delta: float,
                  pld: bool = True) -> LocalTrainingReport:
-    """Train ``model`` in place with DP-SGD (Opacus, Poisson sampling); returns the report."""
-    import torch
-    from opacus import PrivacyEngine
-    from torch.utils.data import DataLoader, TensorDataset
+    """Train ``model`` in place with DP-SGD (Opacus, Poisson sampling); returns the report.
+    Raises ImportError naming the extra when torch or Opacus is not installed."""
+    try:
+        import torch
+        from opacus import PrivacyEngine
+        from torch.utils.data import DataLoader, TensorDataset
+    except ImportError as exc:
+        raise ImportError(f"DP-SGD needs the extra 'train' (pip install -c .ci/constraints.txt "
+                          f"'secagg-hardened[train]'): {exc}") from None
 
     n = len(features)
     if n < 1 or batch_size < 1 or epochs < 1:

@@ -36,9 +36,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+
+try:
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+except ImportError as exc:
+    sys.exit(f"federated_digits.py needs the extra 'train' (pip install -c .ci/constraints.txt "
+             f"-e '.[train]'): {exc}")
 
 from dp.accounting import RdpAccountant
 from dp.events import GaussianDpEvent

@@ -96,3 +96,26 @@ def test_a_dp_simulation_without_a_ledger_reports_the_accountants_epsilon(capsys
     for r, e in enumerate(eps, 1):
         d = delta_for_rdp(plan.config.budget, r * plan.sampler_tv)
         assert e == RdpAccountant().compose(plan.event, r).epsilon(d)
+
+
+def test_a_missing_extra_is_named(monkeypatch):
+    from dp.local import train_dp_sgd
+
+    monkeypatch.setitem(sys.modules, "opacus", None)  # as if the extra were not installed
+    with pytest.raises(ImportError, match=r"extra 'train'"):
+        train_dp_sgd(None, [], [], epochs=1, batch_size=1, lr=0.1, noise_multiplier=1.0,
+                     max_grad_norm=1.0, delta=1e-5)
+    script = ("import sys, runpy; sys.modules['torch'] = None; "
+              "runpy.run_path('examples/federated_digits.py', run_name='__main__')")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert out.returncode == 1 and "needs the extra 'train'" in out.stderr
+
+
+def test_the_flower_target_without_flower_names_the_extra(monkeypatch, capsys):
+    for name in [m for m in sys.modules if m == "flwr" or m.startswith(("flwr.",
+                 "protocol.flower", "protocol.conformance.flower_target"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "flwr", None)  # as if the extra were not installed
+    assert main(["conformance", "client", "--target", "flower"]) == 2
+    assert "needs the extra 'flower'" in capsys.readouterr().err
