@@ -115,15 +115,25 @@ def local_update(global_vec, data, args, dp_sgd_delta=None):
     return flat(model) - global_vec, None
 
 
-def progress_bar(label: str, text: str, done: int, total: int) -> None:
-    """Redrawn in place on a terminal; one line per round otherwise (logs, CI)."""
-    width = 20
-    fill = width * done // total
-    tty = sys.stderr.isatty()
-    end = "\n" if done == total or not tty else ""
-    sys.stderr.write(f"{chr(13) if tty else ''}{label} [{'#' * fill}{'.' * (width - fill)}] "
-                     f"round {done}/{total}: {text}{end}")
-    sys.stderr.flush()
+class Progress:
+    """One tqdm bar per training run on a terminal (rounds, rate, time left, the last round's
+    accuracy and epsilon); one line per round otherwise (logs, CI)."""
+
+    def __init__(self, label: str, total: int) -> None:
+        from tqdm import tqdm
+
+        self.label, self.total = label, total
+        self.bar = (tqdm(total=total, desc=label, unit="round", file=sys.stderr)
+                    if sys.stderr.isatty() else None)
+
+    def step(self, done: int, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(1)
+            if done == self.total:
+                self.bar.close()
+        else:
+            print(f"{self.label} round {done}/{self.total}: {text}", file=sys.stderr)
 
 
 def central_epsilon(z: float, rounds: int, delta: float, accountant: str) -> float:
@@ -192,6 +202,7 @@ def run(budget: float | None, args, data, xte, yte, central: str | None = None,
         print(f"[{label}] plan: noise multiplier {plan.noise_multiplier:.3f}, gamma "
               f"{plan.encoding.gamma:g}, b {plan.encoding.bits}, n_min {plan.n_min}",
               file=sys.stderr)
+    progress = Progress(f"[{label}]", args.rounds)
     for r in range(args.rounds):
         t0 = time.perf_counter()
         deltas, reports = [], []
@@ -230,8 +241,7 @@ def run(budget: float | None, args, data, xte, yte, central: str | None = None,
         rows.append(row)
         extra = (f", record-level epsilon {row['record_level_epsilon']:.2f}"
                  if "record_level_epsilon" in row else "")
-        progress_bar(f"[{label}]", f"accuracy {acc:.3f}, epsilon {eps:.3f}{extra}", r + 1,
-                     args.rounds)
+        progress.step(r + 1, f"accuracy {acc:.3f}, epsilon {eps:.3f}{extra}")
     if ledger is not None:
         rep = verify(ledger.path)
         print(f"[{label}] ledger {ledger.path}: verifies, epsilon {rep.epsilon}",
