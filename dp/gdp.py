@@ -32,7 +32,8 @@ decrease and the first, at R + 1, is their maximum; it enters s. P' is within to
 2 S(R) of P (and Q' of Q), so by the triangle inequality for the hockey-stick divergence the
 real pair satisfies delta(epsilon) + (1 + e^epsilon) eta with eta = 2 S(R) for each coordinate
 the shift moves: at most l1_sensitivity of them (an integer vector has at most ||Delta||_1
-nonzero coordinates). S(R) is below 1e-190 here; it is carried, not dropped.
+nonzero coordinates). S(R) is about 4e-44 at V = 1 and below 1e-190 for V >= 100; it is
+carried, not dropped.
 
 Floating point: tail sums are accumulated in extended precision from the far tail inward,
 and s is enlarged by a relative margin of 1e-6, far above the rounding error of the steps for

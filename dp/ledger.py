@@ -34,6 +34,7 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Context, Decimal
 from importlib import metadata
@@ -220,7 +221,8 @@ def _pin_id(expected_id: object) -> str | None:
 
 def verify(path: str | Path, public_key: str | bytes | None = None, *,
            independent: bool = True, expected_id: str | None = None,
-           min_rounds: int | None = None) -> VerifyReport:
+           min_rounds: int | None = None,
+           progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Check a whole ledger; raises LedgerError naming the first bad line.
 
     Checks, line by line: canonical JSON, sequence numbers, the hash chain, signatures
@@ -248,6 +250,7 @@ def verify(path: str | Path, public_key: str | bytes | None = None, *,
       or of their hashes kept elsewhere does, see threat_model.md.)
 
     A malformed pin (not a 32-hex-digit string, not an int >= 0) is a ParameterError.
+    ``progress(done, total)`` is called after each line checked (for a progress bar).
     """
     pin_id = _pin_id(expected_id)
     if min_rounds is not None and (isinstance(min_rounds, bool)
@@ -255,7 +258,8 @@ def verify(path: str | Path, public_key: str | bytes | None = None, *,
         raise ParameterError(f"min_rounds must be an int >= 0, got {min_rounds!r}")
     where = [1]
     try:
-        report = _verify(Path(path), public_key, independent, where, pin_id)
+        report = _verify(Path(path), public_key, independent, where, pin_id,
+                         progress=progress)
     except LedgerError:
         raise
     except (AttributeError, TypeError, ValueError, KeyError, ArithmeticError,
@@ -272,7 +276,7 @@ def verify(path: str | Path, public_key: str | bytes | None = None, *,
 
 def _verify(  # noqa: PLR0912, PLR0915 - one pass over the lines, each check in order
     path: Path, public_key: str | bytes | None, independent: bool, where: list[int],
-    pin_id: str | None = None,
+    pin_id: str | None = None, *, progress: Callable[[int, int], None] | None = None,
 ) -> VerifyReport:
     lines, torn = _read_lines(path)
     warnings: list[str] = []
@@ -382,6 +386,8 @@ def _verify(  # noqa: PLR0912, PLR0915 - one pass over the lines, each check in 
                      "epsilon": rec_eps, "delta": rec_delta,
                      "mechanism": entry.get("mechanism", {}).get("name")})
         prev_entry = line
+        if progress is not None:
+            progress(no, len(lines))
     where[0] = len(lines)
     if torn:
         raise LedgerError(f"incomplete entry (torn write: the writer stopped mid-append); "

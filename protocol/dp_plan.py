@@ -37,6 +37,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import numbers
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -223,10 +224,14 @@ def weigh(x: np.ndarray, weight: float | None, *, weighted: bool, max_weight: fl
         if weight is not None:
             raise UpdateError("a weight was given but the plan is unweighted")
         return x
-    if weight is None or isinstance(weight, bool) or not isinstance(weight, int | float) or \
-            not (math.isfinite(weight) and weight >= 0):
+    try:
+        w = float(weight) if isinstance(weight, numbers.Real) and not isinstance(
+            weight, bool) else math.nan
+    except OverflowError:  # an int beyond float range
+        w = math.inf
+    if not (math.isfinite(w) and w >= 0):
         raise UpdateError(f"weighted aggregation needs a finite weight >= 0, got {weight!r}")
-    return x * (min(float(weight), max_weight) / max_weight)
+    return x * (min(w, max_weight) / max_weight)
 
 
 def unweigh(v: np.ndarray, *, config: DPConfig, survivors: int) -> np.ndarray:
@@ -236,7 +241,11 @@ def unweigh(v: np.ndarray, *, config: DPConfig, survivors: int) -> np.ndarray:
         return v
     if isinstance(survivors, bool) or not isinstance(survivors, int) or survivors < 1:
         raise ParameterError(f"survivors must be a positive int, got {survivors!r}")
-    return v / (survivors * config.denominator_weight / config.max_weight)
+    denominator = survivors * (config.denominator_weight / config.max_weight)
+    if not (math.isfinite(denominator) and denominator > 0):
+        raise ParameterError(f"the weighted mean's denominator {denominator!r} is not a "
+                             "positive finite number (mean_weight / max_weight out of range)")
+    return v / denominator
 
 
 def rotation_seed(session_id: bytes, round: int) -> bytes:
@@ -307,6 +316,8 @@ class DPServer:
         unmasking share is requested. If this raises (over budget, disk error), the round must
         abort unreleased."""
         p = self.plan
+        if isinstance(survivors, bool) or not isinstance(survivors, int):
+            raise ParameterError(f"survivors must be an int, got {survivors!r}")
         if survivors < p.n_min:
             raise ParameterError(f"{survivors} survivors, below n_min {p.n_min}: not unmasked")
         if self.ledger is not None:

@@ -271,9 +271,9 @@ class MaskedInput(Message):
         if v.nbytes > MAX_VECTOR_BYTES:
             raise WireError("vector: too large")
         bits = v.dtype.itemsize * 8 if self.bits is None else self.bits
-        _uint(bits, "bits", 8, 1)
+        _uint(bits, "bits", 8, 8)
         if bits > 64 or v.dtype != (np.uint32 if bits <= 32 else np.uint64):
-            raise WireError("bits: in 1..64, with uint32 words for bits <= 32, else uint64")
+            raise WireError("bits: in 8..64, with uint32 words for bits <= 32, else uint64")
         object.__setattr__(self, "bits", bits)
         if v.flags.writeable:  # the message is immutable: keep a read-only array
             v = v.copy()

@@ -5,13 +5,13 @@ Layout: ``VERSION (u8) | message type (u8) | fields in schema order``, big-endia
 Field kinds: ``u8``, ``u32``, fixed-size bytes, length-prefixed bytes (u32 length, bounded),
 sorted id lists (u32 count + u32 ids), lists of keyed entries (u32 count, entries sorted by
 their leading id), the mode (u8 index) and bit-packed vectors: ``u8 b | u32 count |
-ceil(count * b / 8) bytes``, b in 1..64, coordinate i in bits [i * b, (i + 1) * b) of the
-little-endian bit stream (bit j is bit j % 8 of byte j // 8), the unused high bits of the last
-byte zero (:func:`pack_bits`). The same message always encodes to the same bytes; decoding
-refuses an unknown version or type, a truncated or oversized field, a count that cannot fit,
-a bit width outside 1..64, nonzero padding bits, trailing bytes, and any value the message's
-own validation refuses - always with :class:`WireError`. A decoded vector is a read-only
-uint32 array for b <= 32, else uint64.
+ceil(count * b / 8) bytes``, b in 8..64 (a ring width), coordinate i in bits
+[i * b, (i + 1) * b) of the little-endian bit stream (bit j is bit j % 8 of byte j // 8), the
+unused high bits of the last byte zero (:func:`pack_bits`). The same message always encodes to
+the same bytes; decoding refuses an unknown version or type, a truncated or oversized field, a
+count that cannot fit, a bit width outside 8..64, nonzero padding bits, trailing bytes, and any
+value the message's own validation refuses - always with :class:`WireError`. A decoded vector
+is a read-only uint32 array for b <= 32, else uint64.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ from .messages import (
 )
 
 WIRE_VERSION = 2
+#: The narrowest ring a message's vector may be packed for (RoundConfig's bits are 8..64).
+MIN_RING_BITS = 8
 MAX_MESSAGE_BYTES = MAX_VECTOR_BYTES + 4096
 _U32 = struct.Struct(">I")
 
@@ -306,8 +308,8 @@ def _packed_vector() -> tuple[Encoder, Decoder]:
 
     def dec(r):
         bits = r.u8()
-        if not 1 <= bits <= 64:
-            raise WireError("vector bit width must be in 1..64")
+        if not MIN_RING_BITS <= bits <= 64:  # a ring width: at most 4 decoded bytes per byte
+            raise WireError(f"vector bit width must be in {MIN_RING_BITS}..64")
         n = r.u32()
         if n * storage_dtype(bits).itemsize > MAX_VECTOR_BYTES:
             raise WireError("vector too large")
@@ -370,9 +372,13 @@ def decode(data: bytes) -> Message:
     """Strictly decode one message; every failure is a :class:`WireError`."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise WireError("expected bytes")
-    if len(data) > MAX_MESSAGE_BYTES:
+    try:
+        view = memoryview(data).cast("B")  # bytes, whatever the buffer's shape or format
+    except TypeError as exc:
+        raise WireError(f"expected a contiguous byte buffer: {exc}") from None
+    if len(view) > MAX_MESSAGE_BYTES:
         raise WireError("message exceeds the size bound")
-    r = _Reader(memoryview(data))
+    r = _Reader(view)
     try:
         version, mtype = r.u8(), r.u8()
         if version != WIRE_VERSION:

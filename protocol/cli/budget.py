@@ -17,6 +17,7 @@ exits 1, without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -89,8 +90,9 @@ def budget(args: argparse.Namespace) -> int:
     if args.budget_command == "report":
         return _report(args)
     try:
-        report = verify(args.ledger, args.public_key, expected_id=args.ledger_id,
-                        min_rounds=args.min_rounds)
+        with _line_progress() as progress:
+            report = verify(args.ledger, args.public_key, expected_id=args.ledger_id,
+                            min_rounds=args.min_rounds, progress=progress)
     except LedgerError as exc:
         print(f"secagg budget: {args.ledger}: INVALID: {exc}", file=sys.stderr)
         return 1
@@ -116,6 +118,30 @@ def budget(args: argparse.Namespace) -> int:
     else:
         _print_rows(report)
     return 0
+
+
+@contextlib.contextmanager
+def _line_progress():
+    """A tqdm bar over the ledger's lines on a terminal (rate and time left for a long ledger),
+    nothing otherwise; yields the ``progress(done, total)`` callback for ``verify``."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="verifying", unit="line", file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _print_verified(args: argparse.Namespace, report, summary: dict) -> None:

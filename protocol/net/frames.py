@@ -12,7 +12,7 @@ kinds are the transport's own and carry no secret:
   the published aggregate: the ring sum in Z_{2^b} as aggregate type 4, ``u8 b | u32 count |
   ceil(count * b / 8) bytes``, packed at the round's b bits per coordinate exactly as a
   masked input's vector (:func:`protocol.wire.pack_bits`, with the same strict rules: b in
-  1..64, the exact byte length, zero padding bits), decoded as uint32 (b <= 32) or uint64;
+  8..64, the exact byte length, zero padding bits), decoded as uint32 (b <= 32) or uint64;
   or the decoded DP estimate as aggregate type 3, ``u32 count | count little-endian float64``.
   Types 1 and 2 (whole uint32 / uint64 words) are not used and are refused.
 * ABORT (server -> clients): session, round, stage and a reason; the round is over.
@@ -134,9 +134,9 @@ def encode_frame(frame: Welcome | Result | Abort | Bye | Decline) -> bytes:
             body = bytes([ESTIMATE]) + _u32(agg.size) + agg.astype("<f8").tobytes()
         else:
             bits = agg.dtype.itemsize * 8 if frame.bits is None else frame.bits
-            if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 64 \
+            if isinstance(bits, bool) or not isinstance(bits, int) or not 8 <= bits <= 64 \
                     or storage_dtype(bits) != agg.dtype:
-                raise WireError("a ring sum's bit width is in 1..64, with uint32 words for "
+                raise WireError("a ring sum's bit width is in 8..64, with uint32 words for "
                                 "b <= 32, else uint64")
             body = bytes([RING_SUM, bits]) + _u32(agg.size) + pack_bits(agg, bits)
         return (head + bytes([RESULT]) + _fixed(frame.session_id, SESSION_ID_BYTES, "session")
@@ -194,8 +194,8 @@ def _result(r: _Reader) -> Result:
     if code != RING_SUM:
         raise WireError(f"unknown aggregate type {code}")
     bits = r.take(1)[0]
-    if not 1 <= bits <= 64:
-        raise WireError("aggregate bit width must be in 1..64")
+    if not 8 <= bits <= 64:
+        raise WireError("aggregate bit width must be in 8..64")
     n = r.u32()
     if n * storage_dtype(bits).itemsize > MAX_VECTOR_BYTES:
         raise WireError("aggregate too large")

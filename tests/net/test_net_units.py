@@ -90,7 +90,7 @@ def test_result_round_trip(survivors, dt, n, rnd):
     assert r.bits == (None if dt == "f8" else 8 * np.dtype(dt).itemsize)
 
 
-@given(st.integers(1, 64).flatmap(lambda b: st.tuples(st.just(b), st.lists(
+@given(st.integers(8, 64).flatmap(lambda b: st.tuples(st.just(b), st.lists(
     st.integers(0, 2**b - 1), max_size=60))))
 def test_ring_sum_is_packed_at_b_bits(bv):
     b, values = bv

@@ -508,3 +508,30 @@ def test_update_source_client_with_an_unusable_update_drops_uncharged(tmp_path):
     result = run_dp_round(dp_round.UpdateSource(N, make), plan, client_ledgers=ledgers)
     assert result.survivors == frozenset(range(N)) - {5, 6}
     assert all(led.rounds == 0 for led in ledgers.values())
+
+
+@pytest.mark.parametrize("weight", [10**400, -1, math.nan, math.inf, "3", True, None])
+def test_a_weight_that_is_no_finite_number_is_a_typed_error(weight):
+    with pytest.raises(UpdateError, match="weight"):
+        dp_plan.weigh(np.ones(3), weight, weighted=True, max_weight=4.0)
+
+
+def test_integer_and_numpy_weights_are_accepted():
+    for w in (3, np.int64(3), np.float32(3.0)):
+        np.testing.assert_allclose(dp_plan.weigh(np.ones(2), w, weighted=True, max_weight=4.0),
+                                   0.75)
+
+
+def test_a_denominator_beyond_float_range_is_refused_not_silently_wrong():
+    cfg = config(weighted=True, max_weight=1e300, mean_weight=1e-320)
+    with pytest.raises(ParameterError, match="denominator"):
+        unweigh(np.ones(2), config=cfg, survivors=2)
+    cfg = config(weighted=True, max_weight=1e308, mean_weight=1e308)
+    np.testing.assert_allclose(unweigh(np.ones(2), config=cfg, survivors=2), 0.5)
+
+
+@pytest.mark.parametrize("survivors", [None, 10.0, True])
+def test_commit_refuses_a_survivor_count_that_is_not_an_int(survivors):
+    plan = plan_dp(config(), ROUND_CONFIG, N, 8)
+    with pytest.raises(ParameterError, match="survivors"):
+        dp_plan.DPServer(plan).commit(session_id=bytes(32), round=0, survivors=survivors)

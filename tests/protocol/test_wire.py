@@ -54,7 +54,7 @@ messages = st.one_of(
                   lambda xs: tuple((i, *rest) for i, rest in xs))),
     st.builds(ShareKeys, st.just(SID), st.just(0), st.integers(0, 99), keyed(ct)),
     st.builds(SharesDelivery, st.just(SID), st.just(0), st.integers(0, 99), keyed(ct)),
-    st.integers(1, 64).flatmap(lambda b: st.builds(
+    st.integers(8, 64).flatmap(lambda b: st.builds(
         MaskedInput, st.just(SID), st.just(0), st.integers(0, 99),
         st.lists(st.integers(0, 2**b - 1), max_size=20).map(
             lambda v, b=b: np.array(v, dtype=storage_dtype(b))), st.just(b))),
@@ -171,9 +171,9 @@ def test_fuzz_mutated_messages_raise_only_wire_errors(data, seed, flips):
 MI_HEAD = 2 + 32 + 4 + 4 + 1 + 4  # version, type, session, round, sender, b, count
 
 
-def ring_vectors(max_size=300):
-    """(b, a vector of values below 2^b in b's storage dtype)."""
-    return st.integers(1, 64).flatmap(lambda b: st.tuples(st.just(b), st.lists(
+def ring_vectors(max_size=300, min_bits=1):
+    """(b, a vector of values below 2^b in b's storage dtype), b in min_bits..64."""
+    return st.integers(min_bits, 64).flatmap(lambda b: st.tuples(st.just(b), st.lists(
         st.integers(0, 2**b - 1), max_size=max_size).map(
             lambda v, b=b: np.array(v, dtype=storage_dtype(b)))))
 
@@ -197,7 +197,7 @@ def test_packing_round_trips_and_matches_the_bit_stream(bv):
 
 
 @settings(max_examples=200, deadline=None)
-@given(ring_vectors(), st.integers(0, 2**32 - 2))
+@given(ring_vectors(min_bits=8), st.integers(0, 2**32 - 2))
 def test_masked_input_round_trip_and_exact_length(bv, sender):
     b, v = bv
     m = MaskedInput(SID, 3, sender, v, bits=b)
@@ -239,13 +239,14 @@ def masked(b: int, count: int, payload: bytes) -> bytes:
 
 @pytest.mark.parametrize("data,why", [
     (masked(0, 0, b""), "bit width"),
+    (masked(7, 8, bytes(7)), "bit width"),  # below a ring width: no 8x decoding amplification
     (masked(65, 0, b""), "bit width"),
     (masked(255, 1, bytes(32)), "bit width"),
     (masked(13, 3, bytes(4)), "truncated"),               # short payload
     (masked(13, 3, bytes(6)), "trailing"),                 # long payload
     (masked(13, 3, bytes(4) + b"\x80"), "padding"),        # bit 39 set
     (masked(12, 3, bytes(4) + b"\x10"), "padding"),        # bit 36 set: 36 bits, 5 bytes
-    (masked(1, 9, b"\x00\x02"), "padding"),
+    (masked(9, 1, b"\x00\x02"), "padding"),                # bit 9 set: 9 bits, 2 bytes
     (masked(64, 2**27 + 1, b""), "too large"),
     (masked(32, 2**28 + 1, b""), "too large"),
 ])
@@ -302,3 +303,14 @@ def test_the_server_refuses_a_masked_input_of_another_bit_width(bits, other):
     for m in replies:
         s.receive(decode(encode(m)))
     assert len(s.u3) == len(replies)
+
+
+def test_a_buffer_of_any_shape_or_format_is_read_as_bytes_or_refused_typed():
+    import array
+
+    data = encode(MaskedInput(SID, 0, 1, np.arange(4, dtype=np.uint32), bits=16))
+    two_d = memoryview(np.frombuffer(data, np.uint8).reshape(-1, 1))
+    assert decode(two_d) == decode(data)
+    assert decode(memoryview(array.array("B", data))) == decode(data)
+    with pytest.raises(WireError):
+        decode(memoryview(np.frombuffer(data, np.uint8)[::2]))  # not contiguous
