@@ -36,10 +36,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT))
 
 import federated_digits as fd  # noqa: E402
+from timing import progress  # noqa: E402
 
 from protocol.config import RoundConfig  # noqa: E402
 from protocol.dp_round import DPConfig, plan_dp  # noqa: E402
@@ -135,8 +137,8 @@ def main(argv=None) -> int:
     if not args.bytes_only:
         with ProcessPoolExecutor(args.jobs) as pool:
             seeds = range(args.first_seed, args.first_seed + args.seeds)
-            runs = list(pool.map(one_seed, seeds, [args.budgets] * args.seeds,
-                                 [args.out] * args.seeds))
+            runs = list(progress(pool.map(one_seed, seeds, [args.budgets] * args.seeds,
+                                          [args.out] * args.seeds), "seeds"))  # in order
         table = {}
         for key in runs[0]:
             vals = [r[key] for r in runs]

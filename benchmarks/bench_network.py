@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import progress
 
 from protocol import RoundConfig, simulate_round
 from protocol.net.certs import DemoOptions, write_demo
@@ -185,7 +186,7 @@ def main() -> None:
               f"{'sent/client':>11} {'recv/client':>11} {'up x':>6} {'peak MiB':>8} "
               f"{'base MiB':>8}  "
               "stages (s)")
-    for d in (int(float(v)) for v in args.dims.split(",")):
+    for d in progress((int(float(v)) for v in args.dims.split(",")), "dimensions"):
         runs = [run_network(args.clients, d, args.dropout, args.workers, args.seed + i)
                 for i in range(args.repeat)]
         for r in runs:

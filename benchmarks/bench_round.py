@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from timing import progress
 
 from protocol import RoundConfig, SeededInputs, ServerRound, SimulationResult, simulate_round
 from protocol.simulate import spread_dropouts
@@ -237,7 +238,7 @@ def main() -> None:
         print(f"{'n':>5} {'d':>8} {'drop':>5} {'k':>4} {'t':>3} {'client s':>9} {'x floor':>8} "
               f"{'x fl+kx':>8} {'server s':>9} {'x floor':>8} {'bytes/client':>13} "
               f"{'expansion':>9}")
-    for n, d, p in grid:
+    for n, d, p in progress(grid, "rounds"):
         r = run(n, d, p)
         if args.json:
             print(json.dumps(r), flush=True)

@@ -33,6 +33,7 @@ import json
 
 import numpy as np
 from bench_round import measured_round
+from timing import progress
 
 from protocol.stages.unmasking import set_mask_workers
 
@@ -76,7 +77,7 @@ def main() -> None:
     if not args.json:
         print(f"{'n':>5} {'d':>8} {'drop':>5} {'k':>3} {'t':>3} {'thr':>3} {'server s':>9} "
               f"{'unmask s':>9} {'other s':>8} {'floor s':>8} {'ratio':>6}")
-    for n, d, p in grid:
+    for n, d, p in progress(grid, "rounds"):
         for _ in range(args.repeat):
             for w in threads:
                 r = run(n, d, p, w)

@@ -13,3 +13,15 @@ def best_of(fn, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def progress(items, desc: str):
+    """``items`` with a tqdm bar on stderr (count, rate, time left) when stderr is a terminal;
+    the items themselves otherwise (logs, CI, --json pipelines: stdout is never touched)."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="run", file=sys.stderr, leave=False)
