@@ -4,14 +4,15 @@ and a ledger check from it, outside the source tree. A module or data file missi
 wheel fails here.
 
 The fresh environment borrows the already-installed dependencies (numpy, cryptography, ...)
-through a path file naming this environment's site-packages: that directory is added to
-sys.path but its own path files (this checkout's editable install among them) are not run, so
+through a path file naming a directory of links to this environment's site-packages, leaving
+out this checkout's own install (its editable finder, path files and metadata), so
 ``secagg``, ``dp`` and ``protocol`` can only come from the wheel. No network is used.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,9 +25,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: The environment of every command: nothing that would put the source tree on sys.path.
+CLEAN_ENV = {k: v for k, v in os.environ.items()
+             if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")}
+CLEAN_ENV["PYTHONNOUSERSITE"] = "1"
+
+
 def _run(*cmd, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+                          timeout=timeout, check=False, env=CLEAN_ENV)
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +61,23 @@ def built(tmp_path_factory) -> dict[str, Path]:
     py = env / "bin" / "python"
     site = Path(_run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
                      cwd=tmp).stdout.strip())
-    (site / "borrowed-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    inst = _run(py, "-m", "pip", "install", "--no-deps", "--no-index", wheels[0], cwd=tmp)
+    # the dependencies, without this checkout's own install (editable finder, path files,
+    # metadata): a directory of links to everything else in this environment's site-packages
+    deps = tmp / "deps"
+    deps.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        name = entry.name.lower()
+        if not (name in ("secagg", "dp", "protocol")
+                or name.startswith(("secagg_hardened", "secagg-hardened", "__editable__"))
+                or name.endswith((".pth", ".egg-link"))):
+            (deps / entry.name).symlink_to(entry)
+    (site / "borrowed-dependencies.pth").write_text(f"{deps}\n")
+    # --ignore-installed: the borrowed directory holds this checkout's editable install of the
+    # same version, which pip would otherwise take as already satisfied
+    inst = _run(py, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed",
+                wheels[0], cwd=tmp)
     assert inst.returncode == 0, inst.stdout[-2000:] + inst.stderr[-2000:]
+    assert "Successfully installed secagg-hardened" in inst.stdout, inst.stdout[-2000:]
     return {"tmp": tmp, "python": py, "secagg": env / "bin" / "secagg", "site": site}
 
 
