@@ -15,7 +15,7 @@ import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .settings import DEFAULT_DEADLINES
+from .settings import Timeouts, derived_timeouts
 from .tls import cert_pem, fingerprint, key_pem, make_ca, make_leaf, write_private
 
 
@@ -58,6 +58,15 @@ def _shared(o: DemoOptions) -> str:
     return text
 
 
+def _deadlines(o: DemoOptions, derived: Timeouts) -> str:
+    """The body of server.toml's [deadlines]: ``o.deadline`` for every stage when given, else
+    the derived defaults as comments (so they keep following the cohort)."""
+    if o.deadline is not None:
+        return "".join(f"{st} = {o.deadline!r}\n" for st in derived.deadlines)
+    return ("# by default derived from the cohort and the vector; for this one:\n"
+            + "".join(f"# {st} = {v:g}\n" for st, v in derived.deadlines.items()))
+
+
 def write_demo(out: str | Path, o: DemoOptions) -> list[Path]:
     """Write the demo deployment into ``out`` (created; existing key files are refused).
     Raises ConfigError or a DPError if the round or DP options are invalid, SettingsError if
@@ -69,7 +78,8 @@ def write_demo(out: str | Path, o: DemoOptions) -> list[Path]:
 
     dp = DPConfig(clip_norm=o.clip_norm, epsilon=o.epsilon, delta=o.delta, rounds=o.rounds,
                   mechanism="skellam") if o.dp else None
-    runnable(RoundConfig(bits=o.bits, mode=o.mode), dp, o.clients, o.dim)  # before any file
+    words = runnable(RoundConfig(bits=o.bits, mode=o.mode), dp, o.clients, o.dim)  # first
+    derived = derived_timeouts(o.clients, words)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "ca.key").exists():
@@ -113,7 +123,9 @@ def write_demo(out: str | Path, o: DemoOptions) -> list[Path]:
             f'identity = "client-{u}.ed25519"\nstate_dir = "state/client-{u}"\n'
             + (f'ledger = "state/client-{u}/ledger.jsonl"\n' if o.dp else "")
             + f'log = "state/client-{u}/log.jsonl"\n'
-            + "connect_timeout = 30.0\n" + _shared(o))
+            + "# connect_timeout: the wait for the server's welcome, retries included; by "
+            f"default\n# derived from the cohort ({derived.connect:g} s for {o.clients} clients)"
+            "\n" + _shared(o))
         if o.dp:  # a model delta of norm about the clip norm
             x = rng.normal(size=o.dim) * (o.clip_norm / np.sqrt(o.dim))
         else:
@@ -122,7 +134,6 @@ def write_demo(out: str | Path, o: DemoOptions) -> list[Path]:
         np.save(out / f"update-{u}.npy", x)
         written.append(out / f"update-{u}.npy")
     put("registry.toml", "".join(registry))
-    deadlines = {st: (o.deadline or v) for st, v in DEFAULT_DEADLINES.items()}
     put("server.toml",
         "# secagg server --config server.toml\n"
         f'host = "127.0.0.1"\nport = {o.port}\nrounds = {o.rounds}\n'
@@ -130,8 +141,9 @@ def write_demo(out: str | Path, o: DemoOptions) -> list[Path]:
         + ('ledger = "state/server-ledger.jsonl"\nledger_key = "server-ledger.ed25519"\n'
            if o.dp else "")
         + 'log = "state/server.log.jsonl"\noutput_dir = "state/aggregates"\n'
-        'join_timeout = 60.0\nbetween_rounds = 2.0\n'
-        + _shared(o) + "\n[deadlines]\n"
-        + "".join(f"{st} = {v!r}\n" for st, v in deadlines.items()))
+        "# join_timeout: the wait for the whole cohort before the first round; by default\n"
+        f"# derived from the cohort ({derived.join:g} s for {o.clients} clients)\n"
+        "between_rounds = 2.0\n"
+        + _shared(o) + "\n[deadlines]\n" + _deadlines(o, derived))
     (out / "state").mkdir(exist_ok=True)
     return written

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -27,8 +28,51 @@ from ..transitions import STAGES
 from .errors import SettingsError
 
 DEFAULT_PORT = 50051
+#: Stage deadlines (seconds) of a cohort of up to BASE_COHORT clients and BASE_WORDS words.
 DEFAULT_DEADLINES = {"advertise_keys": 30.0, "share_keys": 30.0, "masked_input": 60.0,
                      "consistency_check": 30.0, "unmasking": 30.0}
+#: The server's wait for the cohort and a client's wait for its WELCOME, at the same sizes.
+DEFAULT_JOIN_TIMEOUT = 60.0
+DEFAULT_CONNECT_TIMEOUT = 30.0
+BASE_COHORT = 500
+MAX_WORKERS = 64
+BASE_WORDS = 100_000
+#: Connections per second one server admits (TLS handshake, certificate lookup, WELCOME),
+#: as the derived timeouts assume it: a fifth of the rate measured on a 2-core machine
+#: (benchmarks/RESULTS.md, "Networked round at a thousand clients and beyond").
+ADMISSION_RATE_FLOOR = 50.0
+#: the stages whose server work grows with the vector as well as with the cohort
+_VECTOR_STAGES = ("masked_input", "unmasking")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """The transport's time limits for a cohort, in seconds: ``connect`` (a client's wait for
+    the server's WELCOME, retries included), ``join`` (the server's wait for the whole cohort
+    before the first round) and the per-stage ``deadlines``."""
+
+    connect: float
+    join: float
+    deadlines: dict[str, float]
+
+
+def derived_timeouts(n: int, words: int) -> Timeouts:
+    """The default time limits for ``n`` registered clients and vectors of ``words`` words.
+
+    Up to BASE_COHORT clients and BASE_WORDS words the stage deadlines are the constants
+    above. Beyond, every stage deadline grows in proportion to the cohort (the server handles
+    one message per client and stage on one event loop), and MaskedInput's and Unmasking's
+    also in proportion to the vector (the server sums and unmasks n vectors). The connect and
+    join timeouts are the constants above plus the time the whole cohort takes to be admitted
+    at ADMISSION_RATE_FLOOR, since a client may be the last of n connecting at once. Each is
+    overridable in the settings files."""
+    cohort = max(1.0, n / BASE_COHORT)
+    vector = max(1.0, words / BASE_WORDS)
+    admit = n / ADMISSION_RATE_FLOOR
+    deadlines = {st: v * cohort * (vector if st in _VECTOR_STAGES else 1.0)
+                 for st, v in DEFAULT_DEADLINES.items()}
+    return Timeouts(connect=DEFAULT_CONNECT_TIMEOUT + admit, join=DEFAULT_JOIN_TIMEOUT + admit,
+                    deadlines=deadlines)
 
 
 @dataclass(frozen=True)
@@ -41,16 +85,18 @@ class Member:
 @dataclass(frozen=True)
 class Registry:
     members: dict[int, Member]
+    # certificate fingerprint -> member, for the server's lookup at every connection
+    _by_fp: dict[str, Member] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_fp", {m.cert_sha256: m for m in self.members.values()})
 
     @property
     def cohort(self) -> tuple[int, ...]:
         return tuple(sorted(self.members))
 
     def by_fingerprint(self, fp: str) -> Member | None:
-        for m in self.members.values():
-            if m.cert_sha256 == fp:
-                return m
-        return None
+        return self._by_fp.get(fp)
 
     def verify_keys(self) -> dict[int, VerifyKey] | None:
         if any(m.ed25519 is None for m in self.members.values()):
@@ -119,6 +165,7 @@ def load_registry(path: Path) -> Registry:
     rows = data.get("client", list)
     data.done()
     members: dict[int, Member] = {}
+    certs: set[str] = set()
     for i, row in enumerate(rows):
         t = _Table(row, f"{path} client #{i}")
         u = t.get("id", int, lo=0, hi=MAX_CLIENT_ID)
@@ -133,8 +180,9 @@ def load_registry(path: Path) -> Registry:
             raise SettingsError(f"{path}: client {u}: bad ed25519 key: {exc}") from None
         if u in members:
             raise SettingsError(f"{path}: client id {u} listed twice")
-        if any(m.cert_sha256 == fp for m in members.values()):
+        if fp in certs:
             raise SettingsError(f"{path}: client {u}: certificate already registered")
+        certs.add(fp)
         members[u] = Member(u, fp, key)
     if len(members) < 3:
         raise SettingsError(f"{path}: a cohort needs at least 3 registered clients")
@@ -196,9 +244,10 @@ def _common(base: Path, t: _Table) -> dict:
     dp = _dp_config(t.table("dp"))
     if rc.mode == Mode.MALICIOUS and reg.verify_keys() is None:
         raise SettingsError("malicious mode: every registry entry needs an ed25519 key")
-    runnable(rc, dp, len(reg.members), dim)
+    words = runnable(rc, dp, len(reg.members), dim)
+    timeouts = derived_timeouts(len(reg.members), words)
     return dict(dim=dim, registry=reg, round=rc, dp=dp, ca=_path(base, t, "ca"),
-                cert=_path(base, t, "cert"), key=_path(base, t, "key"))
+                cert=_path(base, t, "cert"), key=_path(base, t, "key")), timeouts
 
 
 def runnable(rc: RoundConfig, dp: DPConfig | None, n: int, dim: int) -> int:
@@ -235,12 +284,13 @@ class ServerSettings(Common):
     port: int = DEFAULT_PORT
     rounds: int = 1
     deadlines: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DEADLINES))
-    join_timeout: float = 60.0
+    join_timeout: float = DEFAULT_JOIN_TIMEOUT
     between_rounds: float = 2.0
     round_gap: float = 0.0  # pause after each round (time for the clients' local training)
     max_aborts_in_a_row: int = 3  # the run stops (exit 3) after this many aborted rounds in a row
     max_message_bytes: int = 0  # 0: derived from the vector size
     max_connections: int = 0  # 0: 2 x cohort + 16
+    workers: int = 0  # threads that remove masks and decode inputs; 0: one per core
     ledger: Path | None = None
     ledger_key: Path | None = None
     log: Path | None = None
@@ -255,6 +305,10 @@ class ServerSettings(Common):
     def connection_bound(self) -> int:
         return self.max_connections or 2 * len(self.registry.members) + 16
 
+    def worker_threads(self) -> int:
+        """The server's worker threads: ``workers``, or one per core (at most MAX_WORKERS)."""
+        return self.workers or max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
 
 def load_server(path: str | Path) -> ServerSettings:
     """The settings in ``server.toml`` and the registry it names. Raises SettingsError if a
@@ -263,19 +317,20 @@ def load_server(path: str | Path) -> ServerSettings:
     path = Path(path)
     base = path.parent
     t = _Table(_load(path), str(path))
-    kw = _common(base, t)
+    kw, derived = _common(base, t)
     kw["host"] = t.get("host", str, "127.0.0.1")
     kw["port"] = t.get("port", int, DEFAULT_PORT, lo=0, hi=65535)
     kw["rounds"] = t.get("rounds", int, 1, lo=1, hi=1 << 31)
-    kw["join_timeout"] = t.get("join_timeout", float, 60.0, lo=0.0)
+    kw["join_timeout"] = t.get("join_timeout", float, derived.join, lo=0.0)
     kw["between_rounds"] = t.get("between_rounds", float, 2.0, lo=0.0)
     kw["round_gap"] = t.get("round_gap", float, 0.0, lo=0.0, hi=86400.0)
     kw["max_aborts_in_a_row"] = t.get("max_aborts_in_a_row", int, 3, lo=1, hi=1 << 20)
     kw["max_message_bytes"] = t.get("max_message_bytes", int, 0, lo=0, hi=MAX_VECTOR_BYTES)
     kw["max_connections"] = t.get("max_connections", int, 0, lo=0, hi=1 << 20)
+    kw["workers"] = t.get("workers", int, 0, lo=0, hi=MAX_WORKERS)
     for key in ("ledger", "ledger_key", "log", "output_dir"):
         kw[key] = _path(base, t, key, None)
-    dl = dict(DEFAULT_DEADLINES)
+    dl = dict(derived.deadlines)
     d = t.table("deadlines")
     if d is not None:
         for st in STAGES:
@@ -309,7 +364,7 @@ class ClientSettings(Common):
     state_dir: Path | None = None
     ledger: Path | None = None
     ledger_key: Path | None = None
-    connect_timeout: float = 30.0
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     input_timeout: float = 120.0
     log: Path | None = None
 
@@ -321,11 +376,11 @@ def load_client(path: str | Path) -> ClientSettings:
     path = Path(path)
     base = path.parent
     t = _Table(_load(path), str(path))
-    kw = _common(base, t)
+    kw, derived = _common(base, t)
     kw["id"] = t.get("id", int, lo=0, hi=MAX_CLIENT_ID)
     kw["server"] = t.get("server", str, f"127.0.0.1:{DEFAULT_PORT}")
     kw["server_name"] = t.get("server_name", str, None)
-    kw["connect_timeout"] = t.get("connect_timeout", float, 30.0, lo=0.1)
+    kw["connect_timeout"] = t.get("connect_timeout", float, derived.connect, lo=0.1)
     kw["input_timeout"] = t.get("input_timeout", float, 120.0, lo=0.1)
     for key in ("identity", "state_dir", "ledger", "ledger_key", "log"):
         kw[key] = _path(base, t, key, None)

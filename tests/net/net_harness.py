@@ -158,6 +158,6 @@ def make_deployment(tmp: Path, n: int = 5, *, dp: bool = False, mode: str = "sem
     write_demo(tmp, DemoOptions(clients=n, port=free_port(), dim=dim, rounds=rounds, mode=mode,
                                 dp=dp, deadline=deadline, seed=7, epsilon=8.0))
     d = Deployment(tmp, n)
-    d.edit("server.toml", "join_timeout = 60.0", "join_timeout = 30.0")
+    d.edit("server.toml", "between_rounds = 2.0", "join_timeout = 30.0\nbetween_rounds = 2.0")
     d.edit("server.toml", "between_rounds = 2.0", "between_rounds = 1.0")
     return d

@@ -99,8 +99,8 @@ def _impostor_config(d, cert_name: str, key_name: str, ca_name: str = "ca.pem") 
     text = text.replace('cert = "client-0.pem"', f'cert = "{cert_name}"')
     text = text.replace('key = "client-0.key"', f'key = "{key_name}"')
     text = text.replace('ca = "ca.pem"', f'ca = "{ca_name}"')
-    text = text.replace("state/client-0", "state/impostor").replace("connect_timeout = 30.0",
-                                                                   "connect_timeout = 3.0")
+    text = text.replace("state/client-0", "state/impostor")
+    text = text.replace("\ndim = ", "\nconnect_timeout = 3.0\ndim = ")
     (d.dir / "impostor.toml").write_text(text)
     return "impostor.toml"
 
@@ -232,7 +232,7 @@ def test_server_killed_between_rounds_and_restarted(deploy):
 def test_client_refuses_a_server_with_another_configuration(deploy):
     d = deploy(5)
     d.edit("client-0.toml", "corrupt_rate = 0.05", "corrupt_rate = 0.1")
-    d.edit("client-0.toml", "connect_timeout = 30.0", "connect_timeout = 3.0")
+    d.edit("client-0.toml", "\ndim = ", "\nconnect_timeout = 3.0\ndim = ")
     clients = d.start_all()
     assert d.wait(clients.pop(0)) == 5
     assert "configuration" in json.dumps(d.client_events(0, "exit"))
@@ -248,7 +248,7 @@ def test_client_refuses_a_ledger_made_for_another_budget(deploy):
     from dp.ledger import Budget
 
     Ledger.create(state / "ledger.jsonl", Budget(50.0, 1e-2), owner="client-2").close()
-    d.edit("client-2.toml", "connect_timeout = 30.0", "connect_timeout = 3.0")
+    d.edit("client-2.toml", "\ndim = ", "\nconnect_timeout = 3.0\ndim = ")
     srv = d.server()
     d.wait_for(lambda: d.events("listening") or srv.poll() is not None, 30, "listening")
     assert d.wait(d.client(2)) == 2

@@ -262,8 +262,8 @@ def _variant(demo, tmp_path, name, old, new):
     ("dim = 16", "dim = 0", "dim"),
     ('mode = "semi-honest"', 'mode = "paranoid"', "mode"),
     ("epsilon = 8.0", "epsilon = -1.0", "epsilon"),
-    ("masked_input = 60.0", "masked_input = 0.0", "masked_input"),
-    ("masked_input = 60.0", "masked_inptu = 60.0", "unknown keys"),
+    ("[deadlines]\n", "[deadlines]\nmasked_input = 0.0\n", "masked_input"),
+    ("[deadlines]\n", "[deadlines]\nmasked_inptu = 60.0\n", "unknown keys"),
     ('ledger = "state/server-ledger.jsonl"\n', "", "must name its privacy ledger"),
     ('registry = "registry.toml"', 'registry = "nope.toml"', "cannot read"),
     ("dim = 16", "dim = [", "not valid TOML"),
@@ -277,7 +277,7 @@ def test_bad_server_settings_name_the_problem(demo, tmp_path, old, new, why):
     ("id = 1", "id = 9", "not in the registry"),
     ('ledger = "state/client-1/ledger.jsonl"\n', "", "must name this client's ledger"),
     ('mode = "semi-honest"', 'mode = "malicious"\n#', "no round can run"),
-    ("connect_timeout = 30.0", "connect_timeout = 0.0", "connect_timeout"),
+    ("\ndim = ", "\nconnect_timeout = 0.0\ndim = ", "connect_timeout"),
 ])
 def test_bad_client_settings_name_the_problem(demo, tmp_path, old, new, why):
     path = _variant(demo, tmp_path, "client-1.toml", old, new)
@@ -344,8 +344,8 @@ def test_cli_exits_2_on_round_parameters_the_cohort_cannot_meet(tmp_path, party,
     from protocol.cli import main
 
     d = deploy_demo(tmp_path, **opts)
-    edit_file(d / "server.toml", "join_timeout = 60.0", "join_timeout = 0.0")
-    edit_file(d / "client-0.toml", "connect_timeout = 30.0", "connect_timeout = 1.0")
+    edit_file(d / "server.toml", "between_rounds = 2.0", "join_timeout = 0.0\nbetween_rounds = 2.0")
+    edit_file(d / "client-0.toml", "\ndim = ", "\nconnect_timeout = 1.0\ndim = ")
     if old is not None:
         for name in ("server.toml", "client-0.toml"):
             edit_file(d / name, old, new)
@@ -359,7 +359,7 @@ def test_cli_exits_2_on_round_parameters_the_cohort_cannot_meet(tmp_path, party,
 
 @pytest.mark.parametrize("name,old,new", [
     ("server.toml", "port = 0\n", "port = 0\nmax_message_bytes = 100\n"),
-    ("client-0.toml", "connect_timeout = 30.0", "connect_timeout = 30.0\ninput_timeout = 0.0"),
+    ("client-0.toml", "\ndim = ", "\ninput_timeout = 0.0\ndim = "),
 ], ids=["message-bound-below-every-message", "input-timeout-zero"])
 def test_settings_refuse_values_that_make_every_round_fail(tmp_path, name, old, new):
     d = deploy_demo(tmp_path)
@@ -395,8 +395,8 @@ def test_config_digest_ignores_spelling_but_not_content(tmp_path):
 
 @pytest.mark.parametrize("name,old,new,why", [
     ("server.toml", "port = 0", "port = true", "port must be int"),
-    ("server.toml", "join_timeout = 60.0", "join_timeout = inf", "finite"),
-    ("server.toml", "join_timeout = 60.0", "join_timeout = nan", "finite"),
+    ("server.toml", "between_rounds = 2.0", "join_timeout = inf\nbetween_rounds = 2.0", "finite"),
+    ("server.toml", "between_rounds = 2.0", "join_timeout = nan\nbetween_rounds = 2.0", "finite"),
     ("server.toml", "[deadlines]\n", "[deadlines]\nsetup = 1.0\n", "unknown keys"),
     ("server.toml", "[round]\n", "[round]\ncomplete_graph = 1\n", "complete_graph must be bool"),
     ("server.toml", "[round]\n", "[round]\nsalt = 1\n", "unknown keys"),
@@ -404,7 +404,7 @@ def test_config_digest_ignores_spelling_but_not_content(tmp_path):
     ("server.toml", "delta = 1e-05", "delta = 1.5", "delta"),
     ("server.toml", 'ca = "ca.pem"', "ca = 5", "ca must be str"),
     ("client-0.toml", "id = 0", "id = -1", "outside"),
-    ("client-0.toml", "connect_timeout = 30.0", 'connect_timeout = "30"', "must be float"),
+    ("client-0.toml", "\ndim = ", '\nconnect_timeout = "30"\ndim = ', "must be float"),
 ])
 def test_bad_settings_name_the_key(tmp_path, name, old, new, why):
     d = deploy_demo(tmp_path, dp=True)
