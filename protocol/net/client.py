@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import random
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -81,6 +82,11 @@ from .tls import read_pem
 
 __all__ = ["AsyncClient", "ConnectionLost", "NetError", "RoundFailed", "RoundResult",
            "SecAggClient", "ServerRefused", "run_client"]
+
+#: A failed connection attempt is retried after RETRY_FIRST seconds (times a jitter in
+#: [0.5, 1.5)), doubling up to RETRY_MAX, within the connect timeout.
+RETRY_FIRST = 0.2
+RETRY_MAX = 5.0
 
 InputProvider = Callable[[bytes, int], Awaitable[tuple[object, float | None] | None]]
 
@@ -155,37 +161,37 @@ class AsyncClient:
 
     async def connect(self) -> None:
         """Open this client's ledger (with DP), then the stream, and check the server's
-        WELCOME. Raises ServerRefused if the server is refused or refuses this client,
-        ConnectionLost if it cannot be reached, CertificateError if a TLS file cannot be
-        used, SettingsError if the ledger key cannot be loaded, and a LedgerError
-        (BudgetMismatch for a ledger made for another budget) if the ledger cannot be
-        used."""
+        WELCOME. An attempt that fails while the cohort is still filling (the server not yet
+        listening, too busy to answer, the stream lost) is retried after a jittered,
+        doubling pause (RETRY_FIRST to RETRY_MAX seconds) until ``connect_timeout`` has passed
+        since the first. Raises ServerRefused if the server is refused or refuses this client,
+        ConnectionLost if it cannot be reached within ``connect_timeout``, CertificateError
+        if a TLS file cannot be used, SettingsError if the ledger key cannot be loaded, and a
+        LedgerError (BudgetMismatch for a ledger made for another budget) if the ledger
+        cannot be used."""
         s = self.s
         self._open_ledger()
         creds = grpc.ssl_channel_credentials(
             root_certificates=read_pem(s.ca, "CA certificate"),
             private_key=read_pem(s.key, "client key"),
             certificate_chain=read_pem(s.cert, "client certificate"))
-        words = self.plan.encoding.padded_dim if self.plan else s.dim
-        self.channel = grpc.aio.secure_channel(
-            s.server, creds, options=client_options(s.server_name, 16 * words + (1 << 22)))
-        self.call = self.channel.stream_stream(PATH)()
-        try:
-            data = await asyncio.wait_for(self.call.read(), s.connect_timeout)
-        except TimeoutError:
-            await self._close_channel()
-            raise ConnectionLost(f"no answer from {s.server} within {s.connect_timeout} s") \
-                from None
-        except grpc.aio.AioRpcError as exc:
-            await self._close_channel()
-            if exc.code() is grpc.StatusCode.PERMISSION_DENIED:
-                raise ServerRefused(f"the server refused this client: {exc.details()}") \
-                    from None
-            raise ConnectionLost(f"cannot connect to {s.server}: {exc.code().name}: "
-                                 f"{exc.details()}") from None
-        if data is grpc.aio.EOF:
-            await self._close_channel()
-            raise ConnectionLost("the server closed the stream before its welcome")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + s.connect_timeout
+        pause, attempt = RETRY_FIRST, 1
+        while True:
+            try:
+                data = await self._attempt(creds, end - loop.time())
+                break
+            except ConnectionLost as exc:
+                left = end - loop.time()
+                if left <= 0:
+                    raise ConnectionLost(f"{exc} (gave up after {attempt} attempts in "
+                                         f"{s.connect_timeout:g} s)") from None
+                wait = min(left, pause * (0.5 + random.random()))  # noqa: S311 - jitter, no secret
+                self.log("connect-retry", level="warning", attempt=attempt, reason=str(exc),
+                         retry_in=wait)
+                await asyncio.sleep(wait)
+                pause, attempt = min(RETRY_MAX, 2 * pause), attempt + 1
         self.bytes_received += len(data)
         try:
             kind, welcome = decode_frame(data)
@@ -199,7 +205,34 @@ class AsyncClient:
         if welcome.config_digest != s.digest():
             raise ServerRefused("the server's configuration (registry, round or DP "
                                 "parameters, dimension) differs from this client's")
-        self.log("connected", server=s.server, next_round=welcome.next_round)
+        self.log("connected", server=s.server, next_round=welcome.next_round,
+                 attempts=attempt)
+
+    async def _attempt(self, creds, timeout: float) -> bytes:
+        """Open a channel and the stream, and read the server's first frame within
+        ``timeout`` seconds. Raises ServerRefused if the server refused this client's
+        certificate, ConnectionLost for any other failure (the channel is closed then)."""
+        s = self.s
+        words = self.plan.encoding.padded_dim if self.plan else s.dim
+        self.channel = grpc.aio.secure_channel(
+            s.server, creds, options=client_options(s.server_name, 16 * words + (1 << 22)))
+        self.call = self.channel.stream_stream(PATH)()
+        try:
+            data = await asyncio.wait_for(self.call.read(), max(timeout, 0.001))
+        except TimeoutError:
+            await self._close_channel()
+            raise ConnectionLost(f"no answer from {s.server}") from None
+        except grpc.aio.AioRpcError as exc:
+            await self._close_channel()
+            if exc.code() is grpc.StatusCode.PERMISSION_DENIED:
+                raise ServerRefused(f"the server refused this client: {exc.details()}") \
+                    from None
+            raise ConnectionLost(f"cannot connect to {s.server}: {exc.code().name}: "
+                                 f"{exc.details()}") from None
+        if data is grpc.aio.EOF:
+            await self._close_channel()
+            raise ConnectionLost("the server closed the stream before its welcome")
+        return data
 
     async def _close_channel(self) -> None:
         if self.channel is not None:
@@ -435,7 +468,8 @@ async def run_client(settings: ClientSettings, update: object, *, weight: float 
                      on_result: Callable[[RoundResult | RoundFailed], None] | None = None,
                      factory: Callable[..., AsyncClient] | None = None) -> ExitCode:
     """The command line's client: the same update every round until the server's BYE;
-    reconnects (within ``connect_timeout`` of losing the connection) if the stream breaks.
+    reconnects if the stream breaks (:meth:`AsyncClient.connect` retries within
+    ``connect_timeout``).
     Returns the exit code: OK after the server's goodbye, SERVER_REFUSED if the server is
     refused or refuses this client, UNREACHABLE if it cannot be reached, CONFIG for a bad
     configuration, certificate, key or ledger, or an input that does not fit."""
@@ -457,30 +491,25 @@ async def run_client(settings: ClientSettings, update: object, *, weight: float 
                    reason="the input does not fit the deployment (details on stderr)")
         return ExitCode.CONFIG
     client.on_result = on_result
-    loop = asyncio.get_running_loop()
-    deadline, delay = None, 0.2
     try:
         while True:
             try:
-                await client.connect()
-                deadline, delay = None, 0.2
-                reason = await client.serve()
-                client.log("exit", code=ExitCode.OK, reason=reason)
-                return ExitCode.OK
+                await client.connect()  # retries within connect_timeout
             except ConnectionLost as exc:
-                await client._close_channel()
-                deadline = deadline or loop.time() + settings.connect_timeout
-                if loop.time() >= deadline:
-                    client.log("exit", level="error", code=ExitCode.UNREACHABLE,
-                               reason=str(exc))
-                    return ExitCode.UNREACHABLE
-                client.log("reconnecting", level="warning", reason=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
+                client.log("exit", level="error", code=ExitCode.UNREACHABLE, reason=str(exc))
+                return ExitCode.UNREACHABLE
             except ServerRefused as exc:
                 client.log("exit", level="error", code=ExitCode.SERVER_REFUSED,
                            reason=str(exc))
                 return ExitCode.SERVER_REFUSED
+            try:
+                reason = await client.serve()
+            except ConnectionLost as exc:
+                await client._close_channel()
+                client.log("reconnecting", level="warning", reason=str(exc))
+                continue
+            client.log("exit", code=ExitCode.OK, reason=reason)
+            return ExitCode.OK
     except (SettingsError, CertificateError, DPError) as exc:
         client.log("exit", level="error", code=ExitCode.CONFIG, reason=str(exc))
         return ExitCode.CONFIG
