@@ -24,7 +24,9 @@ import hashlib
 import itertools
 import secrets
 import time
+from collections import deque
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -39,6 +41,7 @@ from ..driver import AsyncHost, Drop, DropReason, RoundDriver, StageRun
 from ..errors import AbortReason, ProtocolError, RemoteProtocolError, RoundAborted, WireError
 from ..messages import Message
 from ..server import ServerRound
+from ..stages.unmasking import set_mask_workers
 from ..transitions import Stage
 from ..wire import decode, encode
 from .errors import CertificateError, ExitCode, SettingsError
@@ -64,6 +67,13 @@ from .tls import fingerprint, read_pem
 # A client has at most one message per stage to send; more than this many unhandled frames
 # from one connection (e.g. sent between rounds, when nothing drains them) is a flood.
 MAX_QUEUED = 16
+# The frames read from all connections and not yet handled hold at most this many bytes (or
+# one frame, if a single frame is larger): past it a connection's reader waits before it
+# reads on, and gRPC's flow control holds the client back. So a burst of n masked inputs
+# costs the server this much memory, not n vectors.
+INBOX_BYTES = 64 << 20
+# Admission progress is logged at most this often (seconds) while the cohort fills.
+ADMISSION_LOG_EVERY = 1.0
 
 
 @dataclass
@@ -73,6 +83,27 @@ class _Inbound:
     data: bytes | None  # None: the connection ended (reason says how)
     reason: str = ""
     why: DropReason = DropReason.CONNECTION_LOST  # for data None: how to count the drop
+    held: int = 0  # bytes of the inbox budget this frame holds until it is handled
+
+
+# A decoded frame: (kind, body) with a PROTOCOL frame's body decoded to its Message, or
+# (None, the WireError's text) for a frame the wire format or the server refuses.
+_Decoded = tuple[int | None, object]
+# Protocol frames at least this large (masked inputs) are decoded on a worker thread.
+DECODE_OFF_LOOP_BYTES = 64 << 10
+
+
+def _decode(data: bytes) -> _Decoded:
+    """Decode one inbound frame (pure: safe on a worker thread)."""
+    try:
+        kind, body = decode_frame(data)
+        if kind in (BYE, DECLINE):
+            return kind, body
+        if kind != PROTOCOL:
+            raise WireError(f"frame kind {kind} is not for the server")
+        return kind, decode(body)
+    except WireError as exc:
+        return None, str(exc)
 
 
 class _Peer:
@@ -100,6 +131,11 @@ class AggregationServer:
         self.cohort = settings.registry.cohort
         self.peers: dict[int, _Peer] = {}
         self.inbox: asyncio.Queue[_Inbound] = asyncio.Queue()
+        self._inbox_bytes = 0  # held by queued frames; see INBOX_BYTES
+        self._inbox_drained = asyncio.Event()
+        self._admitted: list[float] = []  # monotonic time of each connection this run
+        self._pool: ThreadPoolExecutor | None = None  # decodes large frames while running
+        self._pool_size = settings.worker_threads()
         self._conn_ids = itertools.count(1)
         self._joined = asyncio.Event()
         self.digest = settings.digest()
@@ -133,6 +169,7 @@ class AggregationServer:
             old.close(grpc.StatusCode.ABORTED, "replaced by a newer connection")
             self.log("connection-replaced", client=member.id)
         self.peers[member.id] = peer
+        self._admitted.append(time.monotonic())
         self.log("client-connected", client=member.id, connections=len(self.peers))
         self._joined.set()
         reader = asyncio.create_task(self._read(peer, context))
@@ -191,13 +228,42 @@ class AggregationServer:
                                                    DropReason.VIOLATION))
                     peer.close(grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
                     return
-                self.inbox.put_nowait(_Inbound(peer.id, peer.conn, data))
+                await self._hold(len(data))
+                self.inbox.put_nowait(_Inbound(peer.id, peer.conn, data, held=len(data)))
                 if len(data) >= 2 and data[1] == BYE:
                     reason = "goodbye"
                     break
         except Exception as exc:  # noqa: BLE001 - any read failure means the peer is gone
             reason = f"connection lost ({type(exc).__name__})"
         peer.close(grpc.StatusCode.OK, reason)
+
+    def decode_depth(self) -> int:
+        """How many frames a stage's collector may have in decoding at once."""
+        return self._pool_size if self._pool is not None else 1
+
+    def decode_off_loop(self, ev: _Inbound) -> asyncio.Future | None:
+        """A future of ``ev``'s decoded frame, computed on a worker thread, for a large
+        protocol frame while the worker threads run; None: decode it on the loop."""
+        data = ev.data
+        if (self._pool is None or data is None or len(data) < DECODE_OFF_LOOP_BYTES
+                or data[1:2] != bytes([PROTOCOL])):
+            return None
+        return asyncio.get_running_loop().run_in_executor(self._pool, _decode, data)
+
+    async def _hold(self, size: int) -> None:
+        """Wait until ``size`` more bytes fit in the inbox budget (INBOX_BYTES; a frame always
+        fits an empty inbox), then hold them."""
+        while self._inbox_bytes and self._inbox_bytes + size > INBOX_BYTES:
+            self._inbox_drained.clear()
+            await self._inbox_drained.wait()
+        self._inbox_bytes += size
+
+    def release(self, ev: _Inbound) -> None:
+        """The round loop took ``ev`` off the inbox: its bytes leave the budget."""
+        if ev.held:
+            self._inbox_bytes -= ev.held
+            ev.held = 0
+            self._inbox_drained.set()
 
     # -- the run -------------------------------------------------------------------------
     async def run(self) -> ExitCode:
@@ -219,6 +285,9 @@ class AggregationServer:
             return ExitCode.CONFIG
         ledger = None
         bye = "all rounds done"
+        mask_workers = set_mask_workers(s.worker_threads())
+        if self._pool_size > 1:
+            self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="secagg-decode")
         try:
             ledger, dps = self._open_ledger()
             first = ledger.rounds if ledger is not None else 0
@@ -226,7 +295,7 @@ class AggregationServer:
             await grpc_server.start()
             self.log("listening", host=s.host, port=self.port, cohort=len(self.cohort),
                      rounds=s.rounds, first_round=first, message_bound=self.bound,
-                     max_connections=s.connection_bound(),
+                     max_connections=s.connection_bound(), workers=s.worker_threads(),
                      mode=self.round_config.mode, dp=self.plan is not None)
             code, bye = await self._rounds(first, dps)
             return code
@@ -256,6 +325,10 @@ class AggregationServer:
                 p.close(grpc.StatusCode.OK, "server stopping")
             await asyncio.sleep(0.05)
             await grpc_server.stop(1.0)
+            set_mask_workers(mask_workers)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             if ledger is not None:
                 ledger.close()
 
@@ -316,13 +389,31 @@ class AggregationServer:
                          reason=f"{exc.reason}: {exc.detail}")
 
     async def _wait_for_clients(self, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while len(self.peers) < len(self.cohort) and (left := end - time.monotonic()) > 0:
+        """Wait up to ``timeout`` seconds for the whole cohort to be connected, logging the
+        admission's progress (connected of the cohort, the rate since the first connection)
+        at most every ADMISSION_LOG_EVERY seconds while it fills."""
+        start = time.monotonic()
+        end, next_log = start + timeout, start + ADMISSION_LOG_EVERY
+        want = len(self.cohort)
+        while len(self.peers) < want and (left := end - time.monotonic()) > 0:
             self._joined.clear()
             try:
-                await asyncio.wait_for(self._joined.wait(), left)
+                await asyncio.wait_for(self._joined.wait(), min(left, ADMISSION_LOG_EVERY))
             except TimeoutError:
-                break
+                pass
+            if time.monotonic() >= next_log and len(self.peers) < want:
+                self._log_admission("admission", start)
+                next_log = time.monotonic() + ADMISSION_LOG_EVERY
+        self._log_admission("cohort-joined" if len(self.peers) >= want else
+                            "cohort-incomplete", start)
+
+    def _log_admission(self, event: str, start: float) -> None:
+        now, times = time.monotonic(), self._admitted
+        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and \
+            times[-1] > times[0] else None
+        self.log(event, level="warning" if event == "cohort-incomplete" else "info",
+                 connected=len(self.peers), cohort=len(self.cohort), seconds=now - start,
+                 per_second=rate)
 
     def _broadcast(self, frame: bytes) -> None:
         for p in self.peers.values():
@@ -428,15 +519,28 @@ class _NetRound(AsyncHost):
             peer.outbox.put_nowait(protocol_frame(encode(msg)))
 
     async def collect(self, run: StageRun) -> None:
+        """Hand the inbox's frames to the round in arrival order until the stage is done or
+        its deadline passes. Large protocol frames (masked inputs) are decoded on the
+        server's worker threads, up to one per thread at a time, while the event loop goes
+        on reading; each is handled when its turn in the order comes."""
         inbox = self._srv.inbox
         end = time.monotonic() + self._deadlines[run.stage]
+        window: deque[tuple[_Inbound, asyncio.Future | None]] = deque()
+        depth = self._srv.decode_depth()
         while not run.done and (left := end - time.monotonic()) > 0:
+            if window and (len(window) >= depth or inbox.empty()):
+                ev, fut = window.popleft()
+                self._handle(run, ev, await fut if fut is not None else None)
+                continue
             try:
                 ev = await asyncio.wait_for(inbox.get(), left)
             except TimeoutError:
                 break
-            self._handle(run, ev)
+            window.append((ev, self._srv.decode_off_loop(ev)))
         # what already arrived is handled first, so a message that beat the deadline counts
+        while window:
+            ev, fut = window.popleft()
+            self._handle(run, ev, await fut if fut is not None else None)
         while not inbox.empty():
             self._handle(run, inbox.get_nowait())
 
@@ -460,7 +564,10 @@ class _NetRound(AsyncHost):
                       seconds=run.seconds, dropped=len(self.driver.dropped))
 
     # -- one inbound frame ------------------------------------------------------------------
-    def _handle(self, run: StageRun, ev: _Inbound) -> None:
+    def _handle(self, run: StageRun, ev: _Inbound, decoded: _Decoded | None = None) -> None:
+        """One inbound event: ``decoded`` is its frame already decoded off the loop (None:
+        decoded here)."""
+        self._srv.release(ev)
         u, peer = ev.client, self._srv.peers.get(ev.client)
         current = peer is not None and peer.conn == ev.conn
         if current and ev.data is not None:
@@ -472,7 +579,7 @@ class _NetRound(AsyncHost):
             return
         if not current or (gone is not None and gone.reason is not DropReason.DEADLINE):
             return  # from a closed connection, or from a client already thrown out
-        msg, verdict = self._message(u, ev.data)
+        msg, verdict = self._message(u, decoded or _decode(ev.data))
         if verdict is None and msg is not None:
             digest = hashlib.sha256(ev.data).digest()
             if digest in self._accepted:
@@ -492,18 +599,15 @@ class _NetRound(AsyncHost):
         if reason is DropReason.VIOLATION:
             peer.close(grpc.StatusCode.INVALID_ARGUMENT, f"dropped: {detail}"[:200])
 
-    def _message(self, u: int, data: bytes) -> tuple[Message | None,
-                                                      tuple[DropReason, str] | None]:
+    def _message(self, u: int, decoded: _Decoded) -> tuple[Message | None,
+                                                            tuple[DropReason, str] | None]:
         """(message, None) to process; (None, None) to ignore; (None, verdict) to drop."""
-        try:
-            kind, body = decode_frame(data)
-            if kind in (BYE, DECLINE):
-                return None, self._leaving(u, kind, body)
-            if kind != PROTOCOL:
-                raise WireError(f"frame kind {kind} is not for the server")
-            msg = decode(body)
-        except WireError as exc:
-            return None, (DropReason.VIOLATION, f"garbage: {exc}")
+        kind, body = decoded
+        if kind is None:
+            return None, (DropReason.VIOLATION, f"garbage: {body}")
+        if kind in (BYE, DECLINE):
+            return None, self._leaving(u, kind, body)
+        msg = body
         if getattr(msg, "sender", None) != u:
             return None, (DropReason.VIOLATION,
                           f"message in the name of client {getattr(msg, 'sender', None)}")

@@ -1,0 +1,243 @@
+"""The transport at scale: time limits derived from the cohort, admission logged while the
+cohort fills, clients that retry within their connect timeout, the inbox's byte budget and
+masked inputs decoded off the event loop (docs/architecture.md section 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import numpy as np
+import pytest
+
+from protocol.net import server as server_module
+from protocol.net.client import ConnectionLost
+from protocol.net.errors import ExitCode, SettingsError
+from protocol.net.frames import Welcome, encode_frame
+from protocol.net.server import INBOX_BYTES, _decode
+from protocol.net.settings import (
+    ADMISSION_RATE_FLOOR,
+    BASE_COHORT,
+    BASE_WORDS,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_DEADLINES,
+    DEFAULT_JOIN_TIMEOUT,
+    Member,
+    Registry,
+    derived_timeouts,
+    load_client,
+    load_registry,
+    load_server,
+)
+from tests.net.inprocess_harness import (
+    deploy_demo,
+    edit_file,
+    local_client,
+    local_server,
+    play,
+    run_bounded,
+    start_server,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+# -- time limits -----------------------------------------------------------------------------
+def test_derived_timeouts_are_the_constants_for_a_small_cohort():
+    t = derived_timeouts(8, 1000)
+    assert t.deadlines == DEFAULT_DEADLINES
+    assert t.connect == DEFAULT_CONNECT_TIMEOUT + 8 / ADMISSION_RATE_FLOOR
+    assert t.join == DEFAULT_JOIN_TIMEOUT + 8 / ADMISSION_RATE_FLOOR
+
+
+@pytest.mark.parametrize("n,words", [(1000, 10_000), (2000, 10_000), (1000, 100_000),
+                                     (4000, 1_000_000)])
+def test_derived_timeouts_grow_with_the_cohort_and_the_vector(n, words):
+    t = derived_timeouts(n, words)
+    cohort, vector = n / BASE_COHORT, max(1.0, words / BASE_WORDS)
+    for st, base in DEFAULT_DEADLINES.items():
+        scale = cohort * (vector if st in ("masked_input", "unmasking") else 1.0)
+        assert t.deadlines[st] == pytest.approx(base * scale)
+    # the last of n clients connecting at once is admitted within its timeout at the floor
+    assert t.connect >= n / ADMISSION_RATE_FLOOR + DEFAULT_CONNECT_TIMEOUT
+    assert t.join >= n / ADMISSION_RATE_FLOOR + DEFAULT_JOIN_TIMEOUT
+
+
+def test_settings_derive_the_time_limits_unless_the_file_sets_them(tmp_path):
+    d = deploy_demo(tmp_path, deadline=None)
+    server, client = load_server(d / "server.toml"), load_client(d / "client-0.toml")
+    want = derived_timeouts(5, 16)
+    assert server.deadlines == want.deadlines and server.join_timeout == want.join
+    assert client.connect_timeout == want.connect
+    edit_file(d / "server.toml", "[deadlines]\n", "[deadlines]\nmasked_input = 7.5\n")
+    edit_file(d / "server.toml", "between_rounds = 2.0", "join_timeout = 3.0\nbetween_rounds = 2.0")
+    edit_file(d / "client-0.toml", "\ndim = ", "\nconnect_timeout = 4.0\ndim = ")
+    server, client = load_server(d / "server.toml"), load_client(d / "client-0.toml")
+    assert server.deadlines == {**want.deadlines, "masked_input": 7.5}
+    assert server.join_timeout == 3.0 and client.connect_timeout == 4.0
+
+
+def test_demo_files_leave_the_time_limits_to_the_derivation(tmp_path):
+    d = deploy_demo(tmp_path, deadline=None)
+    for name in ("server.toml", "client-0.toml"):
+        live = [ln for ln in (d / name).read_text().splitlines() if not ln.startswith("#")]
+        assert not any(ln.split("=")[0].strip() in ("join_timeout", "connect_timeout",
+                                                    *DEFAULT_DEADLINES) for ln in live), name
+
+
+# -- the registry ----------------------------------------------------------------------------
+def _row(u: int, fp: str) -> str:
+    return f'\n[[client]]\nid = {u}\ncert_sha256 = "{fp}"\n'
+
+
+def test_registry_finds_every_member_by_fingerprint_and_no_one_else(tmp_path):
+    n = 3000
+    fps = [hashlib.sha256(u.to_bytes(4, "big")).hexdigest() for u in range(n)]
+    rows = "".join(_row(u, fps[u]) for u in range(n))
+    (tmp_path / "registry.toml").write_text(rows)
+    reg = load_registry(tmp_path / "registry.toml")
+    assert len(reg.members) == n
+    assert all(reg.by_fingerprint(fps[u]).id == u for u in range(n))
+    assert reg.by_fingerprint("0" * 64) is None
+    (tmp_path / "registry.toml").write_text(rows + _row(n, fps[1234]))
+    with pytest.raises(SettingsError, match=f"client {n}: certificate already registered"):
+        load_registry(tmp_path / "registry.toml")
+
+
+def test_registry_built_in_code_is_indexed_too():
+    reg = Registry({u: Member(u, f"{u:064x}", None) for u in range(3)})
+    assert reg.by_fingerprint(f"{2:064x}").id == 2 and reg.by_fingerprint("x") is None
+
+
+# -- connecting ------------------------------------------------------------------------------
+def test_client_retries_until_the_server_listens(tmp_path):
+    """A client started before its server retries with backoff and joins once it listens."""
+    d = deploy_demo(tmp_path)
+    port = _free_port()
+    srv, cap = local_server(d, port=port)
+
+    async def scenario():
+        clients = [local_client(d, u, port, connect_timeout=20.0) for u in range(5)]
+        early = asyncio.create_task(clients[0][0].connect())
+        await asyncio.sleep(1.0)  # nothing listens yet: the first attempts fail
+        task = await start_server(srv)
+        await early
+        await asyncio.gather(*(c.connect() for c, _ in clients[1:]))
+        serving = [asyncio.create_task(c.serve()) for c, _ in clients]
+        code = await task
+        await asyncio.gather(*serving, return_exceptions=True)
+        for c, _ in clients:
+            await c.close()
+        return code, clients
+
+    code, clients = run_bounded(scenario(), 60)
+    assert code == ExitCode.OK
+    retries = clients[0][1].events("connect-retry")
+    assert retries and all(r["retry_in"] > 0 for r in retries)
+    assert clients[0][1].events("connected")[0]["attempts"] == len(retries) + 1
+    assert cap.events("round-complete")[0]["survivors"] == [0, 1, 2, 3, 4]
+
+
+def test_client_gives_up_after_its_connect_timeout(tmp_path):
+    d = deploy_demo(tmp_path)
+    c, cap = local_client(d, 0, _free_port(), connect_timeout=1.5)
+
+    async def attempt():
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(ConnectionLost, match="gave up after [0-9]+ attempts"):
+            await c.connect()
+        return loop.time() - t0
+
+    took = run_bounded(attempt(), 30)
+    assert 1.5 <= took < 10.0
+    assert len(cap.events("connect-retry")) >= 2
+
+
+def test_server_logs_admission_progress_while_the_cohort_fills(tmp_path, monkeypatch):
+    monkeypatch.setattr(server_module, "ADMISSION_LOG_EVERY", 0.2)
+    d = deploy_demo(tmp_path)
+    srv, cap = local_server(d, join_timeout=20.0)
+
+    async def scenario():
+        task = await start_server(srv)
+        clients = [local_client(d, u, srv.port) for u in range(5)]
+        await asyncio.gather(*(c.connect() for c, _ in clients[:2]))
+        await asyncio.sleep(1.0)
+        await asyncio.gather(*(c.connect() for c, _ in clients[2:]))
+        serving = [asyncio.create_task(c.serve()) for c, _ in clients]
+        code = await task
+        await asyncio.gather(*serving, return_exceptions=True)
+        for c, _ in clients:
+            await c.close()
+        return code
+
+    assert run_bounded(scenario(), 60) == ExitCode.OK
+    filling = cap.events("admission")
+    assert filling and {e["connected"] for e in filling} == {2}
+    assert all(e["cohort"] == 5 and e["seconds"] > 0 for e in filling)
+    joined = cap.events("cohort-joined")
+    assert joined[0]["connected"] == 5 and joined[0]["per_second"] > 0
+
+
+# -- the inbox's budget and decoding off the loop --------------------------------------------
+def test_inbox_budget_makes_a_reader_wait_until_the_round_loop_drains(tmp_path, monkeypatch):
+    monkeypatch.setattr(server_module, "INBOX_BYTES", 1000)
+    d = deploy_demo(tmp_path)
+    srv, _ = local_server(d)
+
+    async def scenario():
+        await srv._hold(800)
+        second = asyncio.create_task(srv._hold(300))
+        await asyncio.sleep(0.05)
+        blocked = not second.done()
+        srv.release(server_module._Inbound(0, 1, b"x", held=800))
+        await asyncio.wait_for(second, 1.0)
+        big = asyncio.create_task(srv._hold(5000))  # larger than the budget: waits for empty
+        await asyncio.sleep(0.05)
+        waited = not big.done()
+        srv.release(server_module._Inbound(0, 1, b"x", held=300))
+        await asyncio.wait_for(big, 1.0)
+        return blocked, waited, srv._inbox_bytes
+
+    assert run_bounded(scenario(), 10) == (True, True, 5000)
+    assert INBOX_BYTES >= 16 << 20
+
+
+def test_masked_inputs_decoded_on_worker_threads_give_the_exact_sum(tmp_path, monkeypatch):
+    """Every protocol frame decoded on the server's worker threads (a threshold of 0), in a
+    round with a dropout: the aggregate is the exact sum of the survivors' inputs."""
+    monkeypatch.setattr(server_module, "DECODE_OFF_LOOP_BYTES", 0)
+    calls = []
+    real = server_module._decode
+    monkeypatch.setattr(server_module, "_decode", lambda data: calls.append(1) or real(data))
+    d = deploy_demo(tmp_path)
+    srv, cap = local_server(d, workers=2, join_timeout=2.0, output_dir=tmp_path / "out")
+
+    def make(port):
+        return [local_client(d, u, port) for u in range(4)]  # client 4 never connects
+
+    code, _, _ = run_bounded(play(srv, make), 60)
+    assert code == ExitCode.OK and calls
+    assert cap.events("round-complete")[0]["survivors"] == [0, 1, 2, 3]
+    want = sum(np.load(d / f"update-{u}.npy").astype(np.uint64) for u in range(4))
+    got = np.load(tmp_path / "out" / "round-0.npy")
+    assert np.array_equal(got, (want % (1 << 32)).astype(np.uint32))
+    assert cap.events("listening")[0]["workers"] == 2
+    assert cap.events("cohort-incomplete")[0]["connected"] == 4
+
+
+def test_decoding_a_refused_frame_names_the_problem():
+    kind, why = _decode(b"\x01\x01garbage")
+    assert kind is None and isinstance(why, str) and why
+    kind, why = _decode(encode_frame(Welcome(0, bytes(32), 0)))
+    assert kind is None and "not for the server" in why
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
