@@ -14,7 +14,11 @@ received: protocol messages, the published aggregate and the transport's own fra
 HTTP/2 framing not included), the server process's peak resident memory (``wait4`` max RSS)
 and its resident memory when it started listening, and the ratio of the round time to the
 in-process simulation of the same round (:func:`protocol.simulate_round`, same n, d, graph
-parameters and dropout schedule), measured in the same run.
+parameters and dropout schedule), measured in the same run. The connect phase is reported
+apart from the round: ``setup_s`` (the worker processes start and load their clients'
+settings), ``connect_s`` (the first client admitted to the start of the round, when the last
+is), the admission rate, the slowest client's connect, and the server's peak memory at each
+stage's close.
 
 Usage: python benchmarks/bench_network.py [--clients 200] [--dims 10000,100000]
        [--dropout 0.1] [--workers 4] [--repeat 2] [--json]
@@ -154,8 +158,13 @@ def run_network(n: int, d: int, dropout: float, workers: int, seed: int) -> dict
     return {"bench": "network", "n": n, "d": d, "dropout": dropout, "workers": workers,
             "survivors": len(survivors), "correct": bool(np.array_equal(agg, want)),
             "round_s": done["seconds"], "stages_s": stages,
-            "connect_s": started["ts"] - t_launch,
-            "admission_s": max(joined) - min(joined),
+            # worker processes starting and loading their clients' settings
+            "setup_s": min(joined) - t_launch,
+            # the connect phase: the first client admitted to the last (the round starts then)
+            "connect_s": started["ts"] - min(joined),
+            "admitted_per_s": (len(joined) - 1) / max(max(joined) - min(joined), 1e-3),
+            "stage_peak_mib": {e["stage"]: e["peak_mib"] for e in events
+                               if e["event"] == "stage-closed"},
             "client_connect_max_s": max(c["connect_s"] for c in clients),
             "sent_per_client": int(np.mean(sent)), "received_per_client": int(np.mean(recv)),
             "plain_upload_bytes": 4 * d,
@@ -191,7 +200,7 @@ def main() -> None:
     if not args.json:
         print(f"{'n':>5} {'d':>8} {'surv':>4} {'round s':>8} {'sim s':>7} {'ratio':>6} "
               f"{'sent/client':>11} {'recv/client':>11} {'up x':>6} {'peak MiB':>8} "
-              f"{'base MiB':>8}  "
+              f"{'base MiB':>8} {'connect s':>9} {'adm/s':>6}  "
               "stages (s)")
     for d in progress((int(float(v)) for v in args.dims.split(",")), "dimensions"):
         runs = [run_network(args.clients, d, args.dropout, args.workers, args.seed + i)
@@ -205,7 +214,8 @@ def main() -> None:
                   f"{r['simulation_s']:>7.3f} {r['ratio_to_simulation']:>6.2f} "
                   f"{r['sent_per_client']:>11,} {r['received_per_client']:>11,} "
                   f"{r['sent_per_client'] / r['plain_upload_bytes']:>6.3f} "
-                  f"{r['server_peak_mib']:>8.1f} {r['server_base_mib']:>8.1f}  {st}"
+                  f"{r['server_peak_mib']:>8.1f} {r['server_base_mib']:>8.1f} "
+                  f"{r['connect_s']:>9.2f} {r['admitted_per_s']:>6.0f}  {st}"
                   + ("" if r["correct"] else "  SUM WRONG"), flush=True)
 
 

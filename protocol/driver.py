@@ -109,6 +109,11 @@ class StageRun:
         """Clients sent a message in this stage that have not answered (nor dropped)."""
         return frozenset(self._pending)
 
+    def is_pending(self, client: int) -> bool:
+        """Whether ``client`` was sent a message in this stage and has neither answered nor
+        dropped."""
+        return client in self._pending
+
     def has_left(self, client: int) -> bool:
         """Whether ``client`` has dropped out of the round (at this stage or before)."""
         return client in self._driver.dropped

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import resource
 import secrets
 import time
 from collections import deque
@@ -72,6 +73,21 @@ MAX_QUEUED = 16
 # reads on, and gRPC's flow control holds the client back. So a burst of n masked inputs
 # costs the server this much memory, not n vectors.
 INBOX_BYTES = 64 << 20
+# At most this many frames of LARGE_FRAME_BYTES or more (published aggregates, mostly) are
+# being written at once, over all connections: gRPC holds a copy of each frame in flight, so
+# a broadcast to n clients costs this many copies, not n.
+SENDING_LARGE = 32
+LARGE_FRAME_BYTES = 64 << 10
+# MaskedInput's requests go out paced: at most pace_credits() clients at once have been asked
+# for their masked input and have neither answered nor dropped, so at most that many vectors
+# (PACE_BYTES' worth) are on their way to the server, each of which the transport holds in
+# several copies (TLS records, HTTP/2 frames, the received message, the frame read). A request
+# unanswered for PACE_EXPIRY seconds stops counting, so hung clients delay the others by that
+# much at most.
+PACE_BYTES = 16 << 20
+PACE_EXPIRY = 5.0
+PACE_TICK = 0.25  # how often the collector looks for expired requests while pacing
+MIN_PACE = 16
 # Admission progress is logged at most this often (seconds) while the cohort fills.
 ADMISSION_LOG_EVERY = 1.0
 
@@ -86,24 +102,31 @@ class _Inbound:
     held: int = 0  # bytes of the inbox budget this frame holds until it is handled
 
 
-# A decoded frame: (kind, body) with a PROTOCOL frame's body decoded to its Message, or
-# (None, the WireError's text) for a frame the wire format or the server refuses.
-_Decoded = tuple[int | None, object]
+# A decoded frame: (kind, body, SHA-256 of the frame) with a PROTOCOL frame's body decoded to
+# its Message, or (None, the WireError's text, b"") for a frame the wire format or the server
+# refuses.
+_Decoded = tuple[int | None, object, bytes]
 # Protocol frames at least this large (masked inputs) are decoded on a worker thread.
 DECODE_OFF_LOOP_BYTES = 64 << 10
 
 
+def peak_mib() -> float:
+    """This process's peak resident memory so far, in MiB (logged at each stage's close)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _decode(data: bytes) -> _Decoded:
-    """Decode one inbound frame (pure: safe on a worker thread)."""
+    """Decode one inbound frame, and hash a protocol frame (its digest names a replay);
+    pure, so safe on a worker thread."""
     try:
         kind, body = decode_frame(data)
         if kind in (BYE, DECLINE):
-            return kind, body
+            return kind, body, b""
         if kind != PROTOCOL:
             raise WireError(f"frame kind {kind} is not for the server")
-        return kind, decode(body)
+        return kind, decode(body), hashlib.sha256(data).digest()
     except WireError as exc:
-        return None, str(exc)
+        return None, str(exc), b""
 
 
 class _Peer:
@@ -134,6 +157,7 @@ class AggregationServer:
         self._inbox_bytes = 0  # held by queued frames; see INBOX_BYTES
         self._inbox_drained = asyncio.Event()
         self._admitted: list[float] = []  # monotonic time of each connection this run
+        self._sending_large = asyncio.Semaphore(SENDING_LARGE)
         self._pool: ThreadPoolExecutor | None = None  # decodes large frames while running
         self._pool_size = settings.worker_threads()
         self._conn_ids = itertools.count(1)
@@ -176,7 +200,11 @@ class AggregationServer:
         try:
             await context.write(encode_frame(Welcome(member.id, self.digest, self.next_round)))
             while (item := await peer.outbox.get()) is not None:
-                await context.write(item)
+                if len(item) >= LARGE_FRAME_BYTES:
+                    async with self._sending_large:
+                        await context.write(item)
+                else:
+                    await context.write(item)
                 peer.bytes_out += len(item)
         except Exception as exc:  # noqa: BLE001 - any write failure means the peer is gone
             peer.close(grpc.StatusCode.UNAVAILABLE, f"write failed: {type(exc).__name__}")
@@ -236,6 +264,11 @@ class AggregationServer:
         except Exception as exc:  # noqa: BLE001 - any read failure means the peer is gone
             reason = f"connection lost ({type(exc).__name__})"
         peer.close(grpc.StatusCode.OK, reason)
+
+    def pace_credits(self) -> int:
+        """How many clients may owe the server a masked input at once: PACE_BYTES in messages
+        of the bound's size, at least MIN_PACE."""
+        return max(MIN_PACE, PACE_BYTES // self.bound)
 
     def decode_depth(self) -> int:
         """How many frames a stage's collector may have in decoding at once."""
@@ -413,7 +446,7 @@ class AggregationServer:
             times[-1] > times[0] else None
         self.log(event, level="warning" if event == "cohort-incomplete" else "info",
                  connected=len(self.peers), cohort=len(self.cohort), seconds=now - start,
-                 per_second=rate)
+                 per_second=rate, peak_mib=peak_mib())
 
     def _broadcast(self, frame: bytes) -> None:
         for p in self.peers.values():
@@ -471,7 +504,8 @@ class AggregationServer:
             self.s.output_dir.mkdir(parents=True, exist_ok=True)
             np.save(self.s.output_dir / f"round-{r}.npy", aggregate)
         self.log("round-complete", round=r, session=sid, survivors=list(survivors),
-                 dropped=sorted(driver.dropped), seconds=time.perf_counter() - t_round)
+                 dropped=sorted(driver.dropped), seconds=time.perf_counter() - t_round,
+                 peak_mib=peak_mib())
 
     def _aborted(self, host: _NetRound, exc: RoundAborted) -> None:
         """Log an aborted round (its typed reason, whom it blames, whether the ledger was
@@ -507,16 +541,42 @@ class _NetRound(AsyncHost):
         self.stage: Stage = Stage.ADVERTISE_KEYS
         self.charged = False  # the DP write-ahead record of this round was written
         self._accepted: set[bytes] = set()  # SHA-256 of each accepted message, to name replays
+        # MaskedInput's requests not sent yet, and those sent and unanswered (client -> time)
+        self._paced: deque[tuple[int, bytes]] = deque()
+        self._asked: dict[int, float] = {}
 
     # -- the driver's hooks -----------------------------------------------------------------
     async def deliver(self, run: StageRun) -> None:
+        """Send the stage's messages; MaskedInput's at the pace of :meth:`_top_up`."""
         self.stage = run.stage
-        for msg in run.outgoing:
-            peer = self._srv.peers.get(msg.recipient)
-            if peer is None or peer.status is not None:
-                run.drop(msg.recipient, DropReason.NOT_CONNECTED)
-                continue
-            peer.outbox.put_nowait(protocol_frame(encode(msg)))
+        frames = [(m.recipient, protocol_frame(encode(m))) for m in run.outgoing]
+        if run.stage is Stage.MASKED_INPUT:
+            self._paced, self._asked = deque(frames), {}
+            self._top_up(run)
+            return
+        for u, frame in frames:
+            self._send(run, u, frame)
+
+    def _send(self, run: StageRun, u: int, frame: bytes) -> bool:
+        peer = self._srv.peers.get(u)
+        if peer is None or peer.status is not None:
+            run.drop(u, DropReason.NOT_CONNECTED)
+            return False
+        peer.outbox.put_nowait(frame)
+        return True
+
+    def _top_up(self, run: StageRun) -> None:
+        """Send paced requests while fewer than ``pace_credits()`` clients owe an answer
+        (answered, dropped and PACE_EXPIRY-old requests no longer count)."""
+        now = time.monotonic()
+        for u in [u for u, t in self._asked.items()
+                  if not run.is_pending(u) or now - t >= PACE_EXPIRY]:
+            del self._asked[u]
+        credits = self._srv.pace_credits()
+        while self._paced and len(self._asked) < credits:
+            u, frame = self._paced.popleft()
+            if run.is_pending(u) and self._send(run, u, frame):
+                self._asked[u] = now
 
     async def collect(self, run: StageRun) -> None:
         """Hand the inbox's frames to the round in arrival order until the stage is done or
@@ -531,11 +591,15 @@ class _NetRound(AsyncHost):
             if window and (len(window) >= depth or inbox.empty()):
                 ev, fut = window.popleft()
                 self._handle(run, ev, await fut if fut is not None else None)
+                if self._paced:
+                    self._top_up(run)
                 continue
             try:
-                ev = await asyncio.wait_for(inbox.get(), left)
+                ev = await asyncio.wait_for(inbox.get(),
+                                            min(left, PACE_TICK) if self._paced else left)
             except TimeoutError:
-                break
+                self._top_up(run)  # a request may have expired; without pacing, the deadline
+                continue
             window.append((ev, self._srv.decode_off_loop(ev)))
         # what already arrived is handled first, so a message that beat the deadline counts
         while window:
@@ -543,6 +607,8 @@ class _NetRound(AsyncHost):
             self._handle(run, ev, await fut if fut is not None else None)
         while not inbox.empty():
             self._handle(run, inbox.get_nowait())
+        self._paced.clear()  # requests never sent: their clients missed the deadline
+        self._asked.clear()
 
     def on_survivors_known(self, survivors: frozenset[int]) -> None:
         if self._dps is None:
@@ -561,7 +627,8 @@ class _NetRound(AsyncHost):
 
     def on_stage_closed(self, run: StageRun) -> None:
         self._srv.log("stage-closed", round=self.sr.round, stage=run.stage,
-                      seconds=run.seconds, dropped=len(self.driver.dropped))
+                      seconds=run.seconds, dropped=len(self.driver.dropped),
+                      peak_mib=peak_mib())
 
     # -- one inbound frame ------------------------------------------------------------------
     def _handle(self, run: StageRun, ev: _Inbound, decoded: _Decoded | None = None) -> None:
@@ -579,9 +646,10 @@ class _NetRound(AsyncHost):
             return
         if not current or (gone is not None and gone.reason is not DropReason.DEADLINE):
             return  # from a closed connection, or from a client already thrown out
-        msg, verdict = self._message(u, decoded or _decode(ev.data))
+        decoded = decoded or _decode(ev.data)
+        msg, verdict = self._message(u, decoded)
         if verdict is None and msg is not None:
-            digest = hashlib.sha256(ev.data).digest()
+            digest = decoded[2]
             if digest in self._accepted:
                 verdict = (DropReason.VIOLATION,
                            f"replayed message: a second copy of its {type(msg).__name__}")
@@ -602,7 +670,7 @@ class _NetRound(AsyncHost):
     def _message(self, u: int, decoded: _Decoded) -> tuple[Message | None,
                                                             tuple[DropReason, str] | None]:
         """(message, None) to process; (None, None) to ignore; (None, verdict) to drop."""
-        kind, body = decoded
+        kind, body, _ = decoded
         if kind is None:
             return None, (DropReason.VIOLATION, f"garbage: {body}")
         if kind in (BYE, DECLINE):

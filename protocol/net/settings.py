@@ -11,13 +11,16 @@ server sends its digest in WELCOME and a client refuses a server whose digest di
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 
 from secagg import VerifyKey
 
@@ -84,7 +87,7 @@ class Member:
 
 @dataclass(frozen=True)
 class Registry:
-    members: dict[int, Member]
+    members: Mapping[int, Member]  # read-only when loaded from a file (the load is shared)
     # certificate fingerprint -> member, for the server's lookup at every connection
     _by_fp: dict[str, Member] = field(init=False, repr=False, compare=False)
 
@@ -160,8 +163,22 @@ def _path(base: Path, t: _Table, key: str, default=...) -> Path | None:
 def load_registry(path: Path) -> Registry:
     """The cohort listed in ``registry.toml``. Raises SettingsError if the file cannot be
     read, a key is missing, unknown or of the wrong type, an id or certificate is listed
-    twice, or fewer than 3 clients are registered."""
-    data = _Table(_load(path), str(path))
+    twice, or fewer than 3 clients are registered.
+
+    A process that loads many clients' settings (a load test, several clients in one
+    program) parses a registry file once while its path, size and modification time stay
+    the same; the Registry is immutable, so sharing it is safe."""
+    try:
+        st = Path(path).stat()
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror}") from None
+    return _parsed_registry(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_registry(path: str, size: int, mtime_ns: int) -> Registry:
+    """The registry at ``path`` (size and mtime_ns are the cache key's part)."""
+    data = _Table(_load(Path(path)), path)
     rows = data.get("client", list)
     data.done()
     members: dict[int, Member] = {}
@@ -186,7 +203,7 @@ def load_registry(path: Path) -> Registry:
         members[u] = Member(u, fp, key)
     if len(members) < 3:
         raise SettingsError(f"{path}: a cohort needs at least 3 registered clients")
-    return Registry(members)
+    return Registry(MappingProxyType(members))
 
 
 def _round_config(t: _Table | None) -> RoundConfig:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 
 import numpy as np
 import pytest
 
 from protocol.net import server as server_module
-from protocol.net.client import ConnectionLost
+from protocol.net.client import AsyncClient, ConnectionLost
 from protocol.net.errors import ExitCode, SettingsError
 from protocol.net.frames import Welcome, encode_frame
 from protocol.net.server import INBOX_BYTES, _decode
@@ -29,6 +30,7 @@ from protocol.net.settings import (
     load_registry,
     load_server,
 )
+from protocol.transitions import OPENS
 from tests.net.inprocess_harness import (
     deploy_demo,
     edit_file,
@@ -210,7 +212,8 @@ def test_masked_inputs_decoded_on_worker_threads_give_the_exact_sum(tmp_path, mo
     monkeypatch.setattr(server_module, "DECODE_OFF_LOOP_BYTES", 0)
     calls = []
     real = server_module._decode
-    monkeypatch.setattr(server_module, "_decode", lambda data: calls.append(1) or real(data))
+    monkeypatch.setattr(server_module, "_decode",
+                        lambda data: calls.append(threading.current_thread().name) or real(data))
     d = deploy_demo(tmp_path)
     srv, cap = local_server(d, workers=2, join_timeout=2.0, output_dir=tmp_path / "out")
 
@@ -218,7 +221,8 @@ def test_masked_inputs_decoded_on_worker_threads_give_the_exact_sum(tmp_path, mo
         return [local_client(d, u, port) for u in range(4)]  # client 4 never connects
 
     code, _, _ = run_bounded(play(srv, make), 60)
-    assert code == ExitCode.OK and calls
+    assert code == ExitCode.OK
+    assert sum(name.startswith("secagg-decode") for name in calls) >= 4  # the masked inputs
     assert cap.events("round-complete")[0]["survivors"] == [0, 1, 2, 3]
     want = sum(np.load(d / f"update-{u}.npy").astype(np.uint64) for u in range(4))
     got = np.load(tmp_path / "out" / "round-0.npy")
@@ -228,9 +232,9 @@ def test_masked_inputs_decoded_on_worker_threads_give_the_exact_sum(tmp_path, mo
 
 
 def test_decoding_a_refused_frame_names_the_problem():
-    kind, why = _decode(b"\x01\x01garbage")
+    kind, why, _ = _decode(b"\x01\x01garbage")
     assert kind is None and isinstance(why, str) and why
-    kind, why = _decode(encode_frame(Welcome(0, bytes(32), 0)))
+    kind, why, _ = _decode(encode_frame(Welcome(0, bytes(32), 0)))
     assert kind is None and "not for the server" in why
 
 
@@ -241,3 +245,56 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
+
+
+# -- MaskedInput's requests, paced -----------------------------------------------------------
+class _SilentAtMaskedInput(AsyncClient):
+    """Stays connected but never answers the request for its masked input (a hung client)."""
+
+    async def _on_message(self, msg) -> None:
+        if OPENS.get(type(msg)) == "masked_input":
+            return
+        await super()._on_message(msg)
+
+
+def _paced_round(tmp_path, monkeypatch, hung: set[int]):
+    monkeypatch.setattr(server_module, "MIN_PACE", 1)
+    monkeypatch.setattr(server_module, "PACE_BYTES", 1)  # one credit
+    monkeypatch.setattr(server_module, "PACE_EXPIRY", 0.3)
+    owed: list[int] = []
+    real = server_module._NetRound._top_up
+
+    def top_up(self, run):
+        real(self, run)
+        owed.append(len(self._asked))
+
+    monkeypatch.setattr(server_module._NetRound, "_top_up", top_up)
+    d = deploy_demo(tmp_path)
+    srv, cap = local_server(d, output_dir=tmp_path / "out")
+
+    def make(port):
+        return [local_client(d, u, port, cls=_SilentAtMaskedInput if u in hung else AsyncClient)
+                for u in range(5)]
+
+    code, _, _ = run_bounded(play(srv, make), 60)
+    return code, cap, owed, d
+
+
+def test_masked_input_requests_are_paced_by_the_credits(tmp_path, monkeypatch):
+    code, cap, owed, d = _paced_round(tmp_path, monkeypatch, hung=set())
+    assert code == ExitCode.OK
+    assert owed and max(owed) == 1  # never two clients owing a masked input at once
+    assert cap.events("round-complete")[0]["survivors"] == [0, 1, 2, 3, 4]
+    want = sum(np.load(d / f"update-{u}.npy").astype(np.uint64) for u in range(5))
+    got = np.load(tmp_path / "out" / "round-0.npy")
+    assert np.array_equal(got, (want % (1 << 32)).astype(np.uint32))
+
+
+def test_a_hung_client_holds_its_credit_only_until_it_expires(tmp_path, monkeypatch):
+    """Client 0 is asked first and never answers: the others are still asked (its request
+    expires) and the round completes without it, at the stage's deadline."""
+    code, cap, _, _ = _paced_round(tmp_path, monkeypatch, hung={0})
+    assert code == ExitCode.OK
+    assert cap.events("round-complete")[0]["survivors"] == [1, 2, 3, 4]
+    dropped = cap.events("client-dropped")
+    assert [(e["client"], e["stage"]) for e in dropped] == [(0, "masked_input")]
