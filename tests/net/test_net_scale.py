@@ -298,3 +298,19 @@ def test_a_hung_client_holds_its_credit_only_until_it_expires(tmp_path, monkeypa
     assert cap.events("round-complete")[0]["survivors"] == [1, 2, 3, 4]
     dropped = cap.events("client-dropped")
     assert [(e["client"], e["stage"]) for e in dropped] == [(0, "masked_input")]
+
+
+def test_a_registry_file_is_parsed_once_while_it_is_unchanged(tmp_path):
+    fps = [hashlib.sha256(u.to_bytes(4, "big")).hexdigest() for u in range(5)]
+    path = tmp_path / "registry.toml"
+    path.write_text("".join(_row(u, fps[u]) for u in range(4)))
+    first = load_registry(path)
+    assert load_registry(path) is first
+    with pytest.raises(TypeError):
+        first.members[9] = first.members[0]  # shared, so read-only
+    path.write_text("".join(_row(u, fps[u]) for u in range(5)))  # another size and mtime
+    again = load_registry(path)
+    assert again is not first and len(again.members) == 5
+    path.unlink()
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_registry(path)
