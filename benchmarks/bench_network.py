@@ -11,14 +11,14 @@ Reported per run: round time and time per stage (the server's own ``stage-closed
 ``round-complete`` log events; the round is timed from Setup to the published aggregate,
 after every client has connected), bytes per client on the wire (transport frames sent plus
 received: protocol messages, the published aggregate and the transport's own frames; TLS and
-HTTP/2 framing not included), the server process's peak resident memory (``wait4`` max RSS)
-and its resident memory when it started listening, and the ratio of the round time to the
-in-process simulation of the same round (:func:`protocol.simulate_round`, same n, d, graph
-parameters and dropout schedule), measured in the same run. The connect phase is reported
-apart from the round: ``setup_s`` (the worker processes start and load their clients'
-settings), ``connect_s`` (the first client admitted to the start of the round, when the last
-is), the admission rate, the slowest client's connect, and the server's peak memory at each
-stage's close.
+HTTP/2 framing not included), the server process's peak resident memory (its own VmHWM, as
+its ``exit`` event logs it) and its resident memory when it started listening, and the ratio
+of the round time to the in-process simulation of the same round
+(:func:`protocol.simulate_round`, same n, d, graph parameters and dropout schedule), measured
+in the same run. The connect phase is reported apart from the round: ``setup_s`` (the worker
+processes start and load their clients' settings), ``connect_s`` (the first client admitted
+to the start of the round, when the last is), the admission rate, the slowest client's
+connect, and the server's peak memory at each stage's close.
 
 Usage: python benchmarks/bench_network.py [--clients 200] [--dims 10000,100000]
        [--dropout 0.1] [--workers 4] [--repeat 2] [--json]
@@ -134,7 +134,7 @@ def run_network(n: int, d: int, dropout: float, workers: int, seed: int) -> dict
              ",".join(map(str, ids)), "--drops",
              json.dumps({u: drops[u] for u in ids if u in drops})],
             stdout=subprocess.PIPE, text=True) for ids in chunks]
-        _, status, usage = os.wait4(server.pid, 0)
+        _, status, _ = os.wait4(server.pid, 0)
         server.returncode = os.waitstatus_to_exitcode(status)
         clients = [row for p in procs for row in json.loads(p.communicate(timeout=300)[0])]
         events = [json.loads(x) for x in log.read_text().splitlines()]
@@ -168,7 +168,10 @@ def run_network(n: int, d: int, dropout: float, workers: int, seed: int) -> dict
             "client_connect_max_s": max(c["connect_s"] for c in clients),
             "sent_per_client": int(np.mean(sent)), "received_per_client": int(np.mean(recv)),
             "plain_upload_bytes": 4 * d,
-            "server_peak_mib": usage.ru_maxrss / 1024, "server_base_mib": base_rss / 1024,
+            # the server's own high-water mark (wait4's maxrss would carry this process's
+            # peak across the exec)
+            "server_peak_mib": next(e for e in events if e["event"] == "exit")["peak_mib"],
+            "server_base_mib": base_rss / 1024,
             "simulation_s": sim_s, "ratio_to_simulation": done["seconds"] / sim_s,
             "sim_survivors": len(sim.survivors)}
 

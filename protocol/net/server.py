@@ -111,7 +111,16 @@ DECODE_OFF_LOOP_BYTES = 64 << 10
 
 
 def peak_mib() -> float:
-    """This process's peak resident memory so far, in MiB (logged at each stage's close)."""
+    """This process's peak resident memory so far, in MiB (logged at each stage's close):
+    the high-water mark of its own address space where Linux reports it (VmHWM; getrusage's
+    maxrss keeps the parent's peak across exec), else getrusage's."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -405,7 +414,7 @@ class AggregationServer:
                     raise
         code = ExitCode.ABORTED if in_a_row else ExitCode.OK
         self.log("exit", level="error" if code else "info", code=code, rounds=s.rounds,
-                 aborted=aborted, excluded=sorted(self.excluded))
+                 aborted=aborted, excluded=sorted(self.excluded), peak_mib=peak_mib())
         return code, "all rounds done" + (f", {aborted} aborted" if aborted else "")
 
     def _exclude(self, r: int, exc: RoundAborted) -> None:
