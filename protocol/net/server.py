@@ -171,6 +171,8 @@ class AggregationServer:
         self._pool_size = settings.worker_threads()
         self._conn_ids = itertools.count(1)
         self._joined = asyncio.Event()
+        self._left = asyncio.Event()  # a connection ended (see _drain)
+        self._bye: bytes | None = None  # the goodbye frame, once the server is stopping
         self.digest = settings.digest()
         self.plan = None
         rc = settings.round
@@ -205,6 +207,9 @@ class AggregationServer:
         self._admitted.append(time.monotonic())
         self.log("client-connected", client=member.id, connections=len(self.peers))
         self._joined.set()
+        if self._bye is not None:  # connected while the server stops: welcome, then goodbye
+            peer.outbox.put_nowait(self._bye)
+            peer.close(grpc.StatusCode.OK, "server stopping")
         reader = asyncio.create_task(self._read(peer, context))
         try:
             await context.write(encode_frame(Welcome(member.id, self.digest, self.next_round)))
@@ -221,6 +226,7 @@ class AggregationServer:
             reader.cancel()
             if self.peers.get(member.id) is peer:
                 del self.peers[member.id]
+                self._left.set()
                 reason = peer.status[1] if peer.status else "connection lost"
                 self.inbox.put_nowait(_Inbound(member.id, peer.conn, None, reason))
         if peer.status is not None and peer.status[0] is not grpc.StatusCode.OK:
@@ -362,10 +368,13 @@ class AggregationServer:
                      reason=f"I/O error: {exc.strerror or exc}")
             return ExitCode.ERROR
         finally:
-            self._broadcast(encode_frame(Bye(printable_ascii(bye))))
+            self._bye = encode_frame(Bye(printable_ascii(bye)))
+            self._broadcast(self._bye)
             for p in list(self.peers.values()):
                 p.close(grpc.StatusCode.OK, "server stopping")
-            await asyncio.sleep(0.05)
+            # what is queued (the last aggregate, the goodbye) is written before the streams
+            # are cancelled, within the time a stage may take
+            await self._drain(max(self.s.deadlines.values()))
             await grpc_server.stop(1.0)
             set_mask_workers(mask_workers)
             if self._pool is not None:
@@ -456,6 +465,17 @@ class AggregationServer:
         self.log(event, level="warning" if event == "cohort-incomplete" else "info",
                  connected=len(self.peers), cohort=len(self.cohort), seconds=now - start,
                  per_second=rate, peak_mib=peak_mib())
+
+    async def _drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for every connection's writer to finish its queue
+        (closed peers leave ``self.peers`` when they have)."""
+        end = time.monotonic() + timeout
+        while self.peers and (left := end - time.monotonic()) > 0:
+            self._left.clear()
+            try:
+                await asyncio.wait_for(self._left.wait(), left)
+            except TimeoutError:
+                break
 
     def _broadcast(self, frame: bytes) -> None:
         for p in self.peers.values():

@@ -14,7 +14,7 @@ import pytest
 from protocol.net import server as server_module
 from protocol.net.client import AsyncClient, ConnectionLost
 from protocol.net.errors import ExitCode, SettingsError
-from protocol.net.frames import Welcome, encode_frame
+from protocol.net.frames import Bye, Welcome, encode_frame
 from protocol.net.server import INBOX_BYTES, _decode
 from protocol.net.settings import (
     ADMISSION_RATE_FLOOR,
@@ -314,3 +314,42 @@ def test_a_registry_file_is_parsed_once_while_it_is_unchanged(tmp_path):
     path.unlink()
     with pytest.raises(SettingsError, match="cannot read"):
         load_registry(path)
+
+
+def test_every_client_gets_the_aggregate_and_the_goodbye_before_the_server_stops(
+        tmp_path, monkeypatch):
+    """Writes of large frames one at a time (every frame counted large): the server still
+    waits for each connection's queue before it cancels the streams."""
+    monkeypatch.setattr(server_module, "SENDING_LARGE", 1)
+    monkeypatch.setattr(server_module, "LARGE_FRAME_BYTES", 0)
+    d = deploy_demo(tmp_path)
+    srv, _ = local_server(d)
+    results = []
+
+    def make(port):
+        clients = [local_client(d, u, port) for u in range(5)]
+        for c, _ in clients:
+            c.on_result = results.append
+        return clients
+
+    code, served, _ = run_bounded(play(srv, make), 60)
+    assert code == ExitCode.OK
+    assert served == ["all rounds done"] * 5  # the goodbye, not a cancelled stream
+    assert len(results) == 5 and all(r.survivors == (0, 1, 2, 3, 4) for r in results)
+
+
+def test_a_client_connecting_while_the_server_stops_is_told_goodbye(tmp_path):
+    d = deploy_demo(tmp_path)
+    srv, _ = local_server(d)
+
+    async def scenario():
+        task = await start_server(srv)
+        srv._bye = encode_frame(Bye("server stopping"))  # as the run's end sets it
+        c, _ = local_client(d, 0, srv.port)
+        await c.connect()
+        reason = await asyncio.wait_for(c.serve(), 10)
+        await c.close()
+        task.cancel()
+        return reason
+
+    assert run_bounded(scenario(), 30) == "server stopping"
