@@ -88,6 +88,13 @@ PACE_BYTES = 16 << 20
 PACE_EXPIRY = 5.0
 PACE_TICK = 0.25  # how often the collector looks for expired requests while pacing
 MIN_PACE = 16
+# A write to a client completes within WRITE_TIMEOUT seconds plus its size at WRITE_RATE_FLOOR
+# bytes per second, or the client is taken for gone (it stopped reading): so a client that
+# holds its stream open without reading cannot keep a large-write slot, or the server's exit,
+# waiting. The end of a run waits at most DRAIN_MAX seconds for the last frames.
+WRITE_TIMEOUT = 10.0
+WRITE_RATE_FLOOR = 1 << 20
+DRAIN_MAX = 120.0
 # Admission progress is logged at most this often (seconds) while the cohort fills.
 ADMISSION_LOG_EVERY = 1.0
 
@@ -165,7 +172,9 @@ class AggregationServer:
         self.inbox: asyncio.Queue[_Inbound] = asyncio.Queue()
         self._inbox_bytes = 0  # held by queued frames; see INBOX_BYTES
         self._inbox_drained = asyncio.Event()
-        self._admitted: list[float] = []  # monotonic time of each connection this run
+        # connections admitted this run: how many, the first's and the last's monotonic time
+        self._admitted = 0
+        self._admit_span: tuple[float, float] | None = None
         self._sending_large = asyncio.Semaphore(SENDING_LARGE)
         self._pool: ThreadPoolExecutor | None = None  # decodes large frames while running
         self._pool_size = settings.worker_threads()
@@ -204,7 +213,9 @@ class AggregationServer:
             old.close(grpc.StatusCode.ABORTED, "replaced by a newer connection")
             self.log("connection-replaced", client=member.id)
         self.peers[member.id] = peer
-        self._admitted.append(time.monotonic())
+        now = time.monotonic()
+        self._admitted += 1
+        self._admit_span = (self._admit_span or (now, now))[0], now
         self.log("client-connected", client=member.id, connections=len(self.peers))
         self._joined.set()
         if self._bye is not None:  # connected while the server stops: welcome, then goodbye
@@ -214,12 +225,15 @@ class AggregationServer:
         try:
             await context.write(encode_frame(Welcome(member.id, self.digest, self.next_round)))
             while (item := await peer.outbox.get()) is not None:
+                limit = WRITE_TIMEOUT + len(item) / WRITE_RATE_FLOOR
                 if len(item) >= LARGE_FRAME_BYTES:
                     async with self._sending_large:
-                        await context.write(item)
+                        await asyncio.wait_for(context.write(item), limit)
                 else:
-                    await context.write(item)
+                    await asyncio.wait_for(context.write(item), limit)
                 peer.bytes_out += len(item)
+        except TimeoutError:
+            peer.close(grpc.StatusCode.UNAVAILABLE, "not reading: a write timed out")
         except Exception as exc:  # noqa: BLE001 - any write failure means the peer is gone
             peer.close(grpc.StatusCode.UNAVAILABLE, f"write failed: {type(exc).__name__}")
         finally:
@@ -256,6 +270,8 @@ class AggregationServer:
                 if data is grpc.aio.EOF:
                     reason = "connection closed without a goodbye"
                     break
+                if peer.status is not None:  # closed by the server: read nothing more
+                    return
                 peer.bytes_in += len(data)
                 if len(data) > self.bound:
                     reason = f"oversize message: {len(data)} bytes > bound {self.bound}"
@@ -292,10 +308,11 @@ class AggregationServer:
     def decode_off_loop(self, ev: _Inbound) -> asyncio.Future | None:
         """A future of ``ev``'s decoded frame, computed on a worker thread, for a large
         protocol frame while the worker threads run; None: decode it on the loop."""
-        data = ev.data
+        data, peer = ev.data, self.peers.get(ev.client)
         if (self._pool is None or data is None or len(data) < DECODE_OFF_LOOP_BYTES
-                or data[1:2] != bytes([PROTOCOL])):
-            return None
+                or data[1:2] != bytes([PROTOCOL]) or peer is None or peer.conn != ev.conn
+                or peer.status is not None):
+            return None  # decoded on the loop if at all (a closed connection's is ignored)
         return asyncio.get_running_loop().run_in_executor(self._pool, _decode, data)
 
     async def _hold(self, size: int) -> None:
@@ -374,7 +391,7 @@ class AggregationServer:
                 p.close(grpc.StatusCode.OK, "server stopping")
             # what is queued (the last aggregate, the goodbye) is written before the streams
             # are cancelled, within the time a stage may take
-            await self._drain(max(self.s.deadlines.values()))
+            await self._drain(min(max(self.s.deadlines.values()), DRAIN_MAX))
             await grpc_server.stop(1.0)
             set_mask_workers(mask_workers)
             if self._pool is not None:
@@ -459,9 +476,9 @@ class AggregationServer:
                             "cohort-incomplete", start)
 
     def _log_admission(self, event: str, start: float) -> None:
-        now, times = time.monotonic(), self._admitted
-        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and \
-            times[-1] > times[0] else None
+        now, span = time.monotonic(), self._admit_span
+        rate = ((self._admitted - 1) / (span[1] - span[0])
+                if span is not None and span[1] > span[0] else None)
         self.log(event, level="warning" if event == "cohort-incomplete" else "info",
                  connected=len(self.peers), cohort=len(self.cohort), seconds=now - start,
                  per_second=rate, peak_mib=peak_mib())
@@ -615,11 +632,20 @@ class _NetRound(AsyncHost):
         inbox = self._srv.inbox
         end = time.monotonic() + self._deadlines[run.stage]
         window: deque[tuple[_Inbound, asyncio.Future | None]] = deque()
+        try:
+            await self._collect(run, inbox, end, window)
+        finally:  # whatever escapes, frames taken off the inbox leave the budget
+            for ev, _ in window:
+                self._srv.release(ev)
+        self._paced.clear()  # requests never sent: their clients missed the deadline
+        self._asked.clear()
+
+    async def _collect(self, run: StageRun, inbox: asyncio.Queue, end: float,
+                       window: deque) -> None:
         depth = self._srv.decode_depth()
         while not run.done and (left := end - time.monotonic()) > 0:
             if window and (len(window) >= depth or inbox.empty()):
-                ev, fut = window.popleft()
-                self._handle(run, ev, await fut if fut is not None else None)
+                await self._handle_first(run, window)
                 if self._paced:
                     self._top_up(run)
                 continue
@@ -632,12 +658,17 @@ class _NetRound(AsyncHost):
             window.append((ev, self._srv.decode_off_loop(ev)))
         # what already arrived is handled first, so a message that beat the deadline counts
         while window:
-            ev, fut = window.popleft()
-            self._handle(run, ev, await fut if fut is not None else None)
+            await self._handle_first(run, window)
         while not inbox.empty():
             self._handle(run, inbox.get_nowait())
-        self._paced.clear()  # requests never sent: their clients missed the deadline
-        self._asked.clear()
+
+    async def _handle_first(self, run: StageRun, window: deque) -> None:
+        """Handle the window's first frame once decoded; it leaves the window only then, so
+        a failure leaves it to the collector's release."""
+        ev, fut = window[0]
+        decoded = await fut if fut is not None else None
+        window.popleft()
+        self._handle(run, ev, decoded)
 
     def on_survivors_known(self, survivors: frozenset[int]) -> None:
         if self._dps is None:

@@ -353,3 +353,47 @@ def test_a_client_connecting_while_the_server_stops_is_told_goodbye(tmp_path):
         return reason
 
     assert run_bounded(scenario(), 30) == "server stopping"
+
+
+def test_a_client_that_stops_reading_is_taken_for_gone_and_frees_its_write_slot(
+        tmp_path, monkeypatch):
+    """The attack: a registered client keeps its stream open and never reads, so gRPC's
+    flow control blocks the server's writes to it; without a write timeout it would hold a
+    large-write slot (and the server's exit) for ever."""
+    import grpc
+
+    from protocol.net.service import PATH, client_options
+    from protocol.net.tls import read_pem
+
+    monkeypatch.setattr(server_module, "WRITE_TIMEOUT", 0.5)
+    monkeypatch.setattr(server_module, "WRITE_RATE_FLOOR", 1 << 40)
+    monkeypatch.setattr(server_module, "SENDING_LARGE", 1)
+    d = deploy_demo(tmp_path)
+    srv, _ = local_server(d, join_timeout=30.0)
+    cs = load_client(d / "client-0.toml")
+
+    async def scenario():
+        task = await start_server(srv)
+        creds = grpc.ssl_channel_credentials(read_pem(cs.ca, "ca"), read_pem(cs.key, "key"),
+                                             read_pem(cs.cert, "cert"))
+        channel = grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds,
+                                          options=client_options(None, 1 << 24))
+        call = channel.stream_stream(PATH)()
+        await call.read()  # the WELCOME; then never read again
+        peer = srv.peers[0]
+        frame = b"\x01\x05" + bytes(1 << 20)
+        for _ in range(40):
+            peer.outbox.put_nowait(frame)
+        for _ in range(200):
+            if peer.status is not None:
+                break
+            await asyncio.sleep(0.05)
+        status = peer.status
+        free = srv._sending_large.locked() is False
+        task.cancel()
+        await channel.close()
+        return status, free
+
+    status, free = run_bounded(scenario(), 60)
+    assert status is not None and status[1] == "not reading: a write timed out"
+    assert free
