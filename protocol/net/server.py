@@ -20,6 +20,7 @@ A restarted server reopens (and so verifies) its ledger and continues with the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import resource
@@ -177,7 +178,7 @@ class AggregationServer:
         self._admit_span: tuple[float, float] | None = None
         self._sending_large = asyncio.Semaphore(SENDING_LARGE)
         self._pool: ThreadPoolExecutor | None = None  # decodes large frames while running
-        self._pool_size = settings.worker_threads()
+        self._workers = settings.worker_threads()  # threads for masks and decoding
         self._conn_ids = itertools.count(1)
         self._joined = asyncio.Event()
         self._left = asyncio.Event()  # a connection ended (see _drain)
@@ -225,12 +226,11 @@ class AggregationServer:
         try:
             await context.write(encode_frame(Welcome(member.id, self.digest, self.next_round)))
             while (item := await peer.outbox.get()) is not None:
-                limit = WRITE_TIMEOUT + len(item) / WRITE_RATE_FLOOR
-                if len(item) >= LARGE_FRAME_BYTES:
-                    async with self._sending_large:
-                        await asyncio.wait_for(context.write(item), limit)
-                else:
-                    await asyncio.wait_for(context.write(item), limit)
+                slot = (self._sending_large if len(item) >= LARGE_FRAME_BYTES
+                        else contextlib.nullcontext())
+                async with slot:
+                    await asyncio.wait_for(context.write(item),
+                                           WRITE_TIMEOUT + len(item) / WRITE_RATE_FLOOR)
                 peer.bytes_out += len(item)
         except TimeoutError:
             peer.close(grpc.StatusCode.UNAVAILABLE, "not reading: a write timed out")
@@ -303,7 +303,7 @@ class AggregationServer:
 
     def decode_depth(self) -> int:
         """How many frames a stage's collector may have in decoding at once."""
-        return self._pool_size if self._pool is not None else 1
+        return self._workers if self._pool is not None else 1
 
     def decode_off_loop(self, ev: _Inbound) -> asyncio.Future | None:
         """A future of ``ev``'s decoded frame, computed on a worker thread, for a large
@@ -350,9 +350,9 @@ class AggregationServer:
             return ExitCode.CONFIG
         ledger = None
         bye = "all rounds done"
-        mask_workers = set_mask_workers(s.worker_threads())
-        if self._pool_size > 1:
-            self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="secagg-decode")
+        mask_workers = set_mask_workers(self._workers)
+        if self._workers > 1:
+            self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="secagg-decode")
         try:
             ledger, dps = self._open_ledger()
             first = ledger.rounds if ledger is not None else 0
@@ -360,7 +360,7 @@ class AggregationServer:
             await grpc_server.start()
             self.log("listening", host=s.host, port=self.port, cohort=len(self.cohort),
                      rounds=s.rounds, first_round=first, message_bound=self.bound,
-                     max_connections=s.connection_bound(), workers=s.worker_threads(),
+                     max_connections=s.connection_bound(), workers=self._workers,
                      mode=self.round_config.mode, dp=self.plan is not None)
             code, bye = await self._rounds(first, dps)
             return code
